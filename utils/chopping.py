@@ -1,0 +1,141 @@
+"""Split an image into overlapping patches, upscale each, and blend the results back.
+
+Every backend goes through here so that large images never have to fit in memory at once.
+Shapes: input ``b×c×h×w``; the patch function maps ``n×c×ph×pw`` to ``n×c'×(ph·sf)×(pw·sf)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PatchFn = Callable[[torch.Tensor], torch.Tensor]
+# Called after every finished patch with (done, total); may raise to cancel between patches.
+ProgressFn = Callable[[int, int], None]
+# Blending weight for one output patch: (output patch n×c×H×W, its patch indices) -> weights n×1×H×W or H×W.
+WindowFn = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+
+
+def grid_starts(length: int, pch: int, stride: int) -> list[int]:
+    """Patch starts along one axis: every ``stride`` pixels, the last one moved back to end at the border."""
+    if pch <= 0 or stride <= 0:
+        raise ValueError(f"patch size and stride must be positive (got {pch}, {stride})")
+    if length <= pch:
+        return [0]
+    starts = [min(s, length - pch) for s in range(0, length, stride)]
+    return list(dict.fromkeys(starts))
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Where the patches of one image lie: top-left corners and a common patch size (input pixels)."""
+
+    starts: tuple[tuple[int, int], ...]
+    height: int
+    width: int
+
+    @classmethod
+    def regular(cls, h: int, w: int, pch: int, stride: int) -> "PatchGrid":
+        rows, cols = grid_starts(h, pch, stride), grid_starts(w, pch, stride)
+        return cls(tuple((r, c) for r in rows for c in cols), min(pch, h), min(pch, w))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def gaussian_window_1d(k: int) -> np.ndarray:
+    """The reference InvSR window: a (k+1)-tap OpenCV Gaussian with its first tap dropped."""
+    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    return cv2.getGaussianKernel(k + 1, sigma)[1:, 0]
+
+
+def gaussian_window(height: int, width: int) -> torch.Tensor:
+    """Separable ``height×width`` float64 blending window (outer product of the 1-D windows)."""
+    return torch.from_numpy(np.outer(gaussian_window_1d(height), gaussian_window_1d(width)))
+
+
+def _accumulator_dtype(device: torch.device) -> torch.dtype:
+    # Float64 keeps the weighted sum exact enough for bit-stable blending; MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def blend_patches(
+    x: torch.Tensor,
+    fn: PatchFn,
+    grid: PatchGrid,
+    sf: int,
+    batch_size: int = 1,
+    window: Optional[WindowFn] = None,
+    progress: Optional[ProgressFn] = None,
+) -> torch.Tensor:
+    """Run ``fn`` on every patch of ``grid`` (``batch_size`` patches per call) and blend the outputs.
+
+    ``x``: b×c×h×w. Returns b×c'×(h·sf)×(w·sf) in ``x``'s dtype, each pixel the weighted mean of the
+    patch outputs covering it. Default weights: :func:`gaussian_window` of the output patch size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"chopping batch size must be at least 1 (got {batch_size})")
+    b, _, h, w = x.shape
+    ph, pw = grid.height, grid.width
+    if len(grid) == 1 and (ph, pw) == (h, w):  # one patch covering everything: nothing to blend
+        out = fn(x)
+        if progress is not None:
+            progress(1, 1)
+        return out
+    acc_dtype = _accumulator_dtype(x.device)
+    fixed = gaussian_window(ph * sf, pw * sf).to(x.device, acc_dtype) if window is None else None
+    out = count = None
+    total = len(grid)
+    for first in range(0, total, batch_size):
+        idx = list(range(first, min(first + batch_size, total)))
+        patches = torch.cat([x[:, :, r:r + ph, c:c + pw] for r, c in (grid.starts[i] for i in idx)])
+        res = fn(patches)
+        if res.shape[-2:] != (ph * sf, pw * sf):
+            raise RuntimeError(f"patch function returned {tuple(res.shape)}, expected ×{sf} of {ph}×{pw}")
+        if out is None:
+            out = torch.zeros(b, res.shape[1], h * sf, w * sf, dtype=acc_dtype, device=x.device)
+            count = torch.zeros(b, 1, h * sf, w * sf, dtype=acc_dtype, device=x.device)
+        weight = fixed if window is None else window(res, idx).to(x.device, acc_dtype)
+        weight = weight.expand(len(idx) * b, 1, ph * sf, pw * sf)
+        res = res.to(acc_dtype)
+        for j, i in enumerate(idx):
+            r, c = grid.starts[i]
+            sl = (slice(None), slice(None), slice(r * sf, (r + ph) * sf), slice(c * sf, (c + pw) * sf))
+            out[sl] += res[j * b:(j + 1) * b] * weight[j * b:(j + 1) * b]
+            count[sl] += weight[j * b:(j + 1) * b]
+        if progress is not None:
+            progress(idx[-1] + 1, total)
+    return (out / count).to(x.dtype)
+
+
+def reflect_pad_to_patch(x: torch.Tensor, pch: int) -> tuple[torch.Tensor, int, int]:
+    """Reflect-pad until both sides are at least ``pch`` (repeated, since one reflection adds < size).
+
+    Returns the padded tensor and the accumulated (top, left) offsets of the original image in it.
+    """
+    top_total = left_total = 0
+    while x.shape[-2] < pch or x.shape[-1] < pch:
+        h, w = x.shape[-2:]
+        top = int(np.clip((pch - h) // 2, 0, h - 1))
+        bottom = int(np.clip(pch - h - top, 0, h - 1))
+        left = int(np.clip((pch - w) // 2, 0, w - 1))
+        right = int(np.clip(pch - w - left, 0, w - 1))
+        if top == bottom == left == right == 0:
+            raise ValueError(f"cannot reflect-pad a {h}×{w} image (each side needs at least 2 pixels)")
+        x = F.pad(x, (left, right, top, bottom), mode="reflect")
+        top_total += top
+        left_total += left
+    return x, top_total, left_total
+
+
+def pad_to_multiple(x: torch.Tensor, mod: int) -> torch.Tensor:
+    """Reflect-pad bottom/right so that height and width are multiples of ``mod``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % mod, (-w) % mod
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
