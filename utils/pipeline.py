@@ -1,0 +1,194 @@
+"""The one place that turns an input image into the final result, for the CLI, the app and the API.
+
+Order (the seed project's): preprocess → backend (with chopping) → color fix → output scale. The
+post-processing stages of utils/ plug in here, driven by the config.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from datapipe.image_io import ImageError, LoadedImage, read_image, write_image
+from utils.backends import Backend
+from utils.chopping import ProgressFn
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop between patches; nothing is written."""
+
+
+class LimitError(ValueError):
+    """The requested output would exceed the configured pixel limit."""
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """H×W×3 float32 [0,1] -> 1×3×H×W."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].float()
+
+
+def to_array(x: torch.Tensor) -> np.ndarray:
+    """1×3×H×W -> H×W×3 float32 [0,1]."""
+    return x[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def output_size(h: int, w: int, outscale: float) -> tuple[int, int]:
+    return max(1, round(h * outscale)), max(1, round(w * outscale))
+
+
+def check_limits(h: int, w: int, cfg: DictConfig) -> None:
+    oh, ow = output_size(h, w, cfg.outscale)
+    if oh * ow > cfg.limits.max_output_pixels:
+        raise LimitError(
+            f"the result would be {ow}×{oh} = {oh * ow:,} pixels, over the limit of "
+            f"{cfg.limits.max_output_pixels:,} (limits.max_output_pixels); lower outscale or crop the input"
+        )
+
+
+def bicubic_reference(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic upsampling of the input: the colour reference and the 'before' image."""
+    return F.interpolate(lr, size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Final resize of the native result; antialiased so downscaling does not alias."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+@dataclass
+class RunInfo:
+    backend: str
+    device: str
+    input_size: tuple[int, int]   # (width, height)
+    output_size: tuple[int, int]
+    seconds: float = 0.0
+    color_fix: str = "none"
+    timesteps: Optional[list[int]] = None
+    complexity: Optional[float] = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.backend} on {self.device}",
+                 f"{self.input_size[0]}×{self.input_size[1]} → {self.output_size[0]}×{self.output_size[1]}",
+                 f"color fix {self.color_fix}", f"{self.seconds:.2f} s"]
+        if self.timesteps:
+            parts.insert(1, f"timesteps {self.timesteps}")
+        if self.complexity is not None:
+            parts.insert(1, f"complexity {self.complexity:.2f}")
+        return " · ".join(parts + self.notes)
+
+
+def run_pipeline(lr: torch.Tensor, cfg: DictConfig, backend: Backend,
+                 progress: Optional[ProgressFn] = None) -> tuple[torch.Tensor, RunInfo]:
+    """1×3×h×w float32 [0,1] -> (1×3×H×W float32 [0,1], RunInfo) with H×W = outscale·(h×w)."""
+    if lr.ndim != 4 or lr.shape[0] != 1 or lr.shape[1] != 3:
+        raise ValueError(f"expected a 1×3×h×w RGB tensor, got shape {tuple(lr.shape)}")
+    h, w = lr.shape[-2:]
+    check_limits(h, w, cfg)
+    start = time.perf_counter()
+    sr = backend.upscale(lr, progress)
+    native = tuple(sr.shape[-2:])
+    method = cfg.color_fix or "none"
+    if method != "none":
+        from utils.color_fix import color_fix
+
+        sr = color_fix(sr, bicubic_reference(lr, native), method)
+    oh, ow = output_size(h, w, cfg.outscale)
+    sr = resize_to(sr, (oh, ow))
+    info = RunInfo(backend.name, backend.device, (w, h), (ow, oh), time.perf_counter() - start, method,
+                   timesteps=getattr(backend, "last_timesteps", None))
+    return sr, info
+
+
+def upscale_image(img: LoadedImage, cfg: DictConfig, backend: Backend,
+                  progress: Optional[ProgressFn] = None) -> tuple[LoadedImage, RunInfo]:
+    """Upscale a decoded image; alpha is resized separately (bicubic) and re-attached."""
+    sr, info = run_pipeline(to_tensor(img.rgb), cfg, backend, progress)
+    alpha = None
+    if img.alpha is not None:
+        alpha_t = torch.from_numpy(img.alpha)[None, None].float()
+        alpha = to_array(resize_to(alpha_t.expand(1, 3, -1, -1), tuple(sr.shape[-2:])))[..., 0]
+    info.notes = img.notes + info.notes
+    return img.with_pixels(to_array(sr), alpha), info
+
+
+def process_file(src: Path, dst: Path, cfg: DictConfig, backend: Backend,
+                 progress: Optional[ProgressFn] = None) -> RunInfo:
+    """Read ``src``, upscale, write ``dst`` atomically. Refuses to write over the input."""
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ImageError(src, "the output path is the input file; choose another output folder")
+    img = read_image(src, max_pixels=cfg.limits.max_input_pixels)
+    result, info = upscale_image(img, cfg, backend, progress)
+    write_image(dst, result, quality=cfg.output.quality)
+    return info
+
+
+def output_name(src: Path, fmt: str) -> str:
+    return f"{src.stem}.{fmt.lower().replace('jpeg', 'jpg')}"
+
+
+def plan_outputs(sources: Iterable[Path], out_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(source, output) pairs; sources sharing a stem (a.png, a.jpg) keep their extension in the name."""
+    sources = list(sources)
+    stems = [s.stem for s in sources]
+    pairs = []
+    for src in sources:
+        name = output_name(src, fmt)
+        if stems.count(src.stem) > 1:
+            name = f"{src.stem}_{src.suffix.lstrip('.').lower()}.{name.rsplit('.', 1)[1]}"
+        pairs.append((src, out_dir / name))
+    return pairs
+
+
+def describe_error(src: Path, exc: Exception) -> str:
+    """One line naming the file and the reason, without a traceback."""
+    if isinstance(exc, ImageError):
+        return str(exc)
+    if isinstance(exc, ValueError):
+        return f"{src.name}: {exc}"
+    if isinstance(exc, MemoryError):
+        return f"{src.name}: out of memory; lower the chopping size or the input size"
+    return f"{src.name}: {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class BatchItem:
+    source: Path
+    output: Optional[Path]
+    status: str           # ok | skipped | error
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def process_batch(pairs: list[tuple[Path, Path]], cfg: DictConfig, backend: Backend, overwrite: bool = False,
+                  patch_progress: Optional[Callable[[Path], Optional[ProgressFn]]] = None,
+                  on_item: Optional[Callable[[BatchItem], None]] = None) -> list[BatchItem]:
+    """Process every pair, skipping finished outputs (resume) unless ``overwrite``; one bad file does
+    not stop the rest. Cancellation (``Cancelled`` from a progress callback) propagates."""
+    sources = {p.resolve() for p, _ in pairs}
+    items = []
+    for src, dst in pairs:
+        if dst.resolve() in sources:
+            item = BatchItem(src, None, "error", "the output would overwrite an input file")
+        elif dst.exists() and not overwrite:
+            item = BatchItem(src, dst, "skipped", "output exists (use overwrite to redo)")
+        else:
+            try:
+                info = process_file(src, dst, cfg, backend, patch_progress(src) if patch_progress else None)
+                item = BatchItem(src, dst, "ok", "; ".join(info.notes), info.seconds)
+            except Cancelled:
+                raise
+            except Exception as exc:  # one bad file must not stop the batch; the reason is reported
+                item = BatchItem(src, None, "error", describe_error(src, exc))
+        items.append(item)
+        if on_item is not None:
+            on_item(item)
+    return items
