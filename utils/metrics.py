@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -89,12 +90,19 @@ def ssim_rgb(sr: np.ndarray, hr: np.ndarray, crop: int = 4) -> float:
                  channel_axis=2)
 
 
+@lru_cache(maxsize=None)
+def _shared_model(net: str, source: str) -> torch.nn.Module:
+    # Building initialises a whole random torchvision net first (seconds); the eval model is read-only,
+    # so one per process is enough.
+    return build_lpips(net, source)
+
+
 class LPIPS:
     """Callable LPIPS distance between two RGB images (lower is more similar)."""
 
     def __init__(self, net: str = "alex", source: str = "auto"):
         self.net = net
-        self.model = build_lpips(net, source)
+        self.model = _shared_model(net, source)
 
     @staticmethod
     def _tensor(img: np.ndarray) -> torch.Tensor:

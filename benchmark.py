@@ -1,0 +1,217 @@
+"""Speed and memory per backend and input size: raw model vs the full CLI path, fixed vs smart chopping.
+
+    python benchmark.py                       # bicubic + realesrgan, 64² … 512², writes docs/benchmarks.md
+
+For each square input size (input pixels; the output is ×4 per side) and backend it measures the median
+wall time over repeats of
+  raw       the model alone on the whole input (Real-ESRGAN: one direct ncnn call; bicubic: one
+            F.interpolate), no chopping, no file I/O;
+  pipeline  the CLI path: read the PNG → utils.pipeline (chopping, post-processing off) → write the PNG;
+  smart     the same CLI path with postprocess.smart_chopping on (when utils/smart_chopping.py exists),
+and the peak resident memory while each ran. Seconds per input megapixel show whether time scales
+linearly with the image area.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from evaluate import BASE_OVERRIDES, DATASETS_ROOT
+from utils.backends import backend_status, create_backend
+from utils.chopping import PatchGrid
+from utils.config import PROJECT_ROOT, load_config, with_overrides
+from utils.devices import cpu_threads
+from utils.metrics import PeakRSS
+from datapipe.image_io import read_image, write_image
+from utils.pipeline import upscale_image
+
+SOURCE_IMAGE = DATASETS_ROOT / "Set5" / "baby.png"  # 512×512, so every size is a downscale of real content
+SMART_AVAILABLE = (PROJECT_ROOT / "utils" / "smart_chopping.py").is_file()
+
+
+@dataclass
+class Measurement:
+    seconds: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    peak_mb: float = 0.0
+    delta_mb: float = 0.0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def stage(self, name: str) -> float:
+        return statistics.median(self.stages[name])
+
+
+def measure(fn: Callable[[], Optional[dict]], repeats: int) -> Measurement:
+    """Run ``fn`` ``repeats`` times; a dict it returns is recorded as per-stage seconds."""
+    result = Measurement()
+    for _ in range(repeats):
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            stages = fn()
+            result.seconds.append(time.perf_counter() - start)
+        for name, sec in (stages if isinstance(stages, dict) else {}).items():
+            result.stages.setdefault(name, []).append(sec)
+        result.peak_mb = max(result.peak_mb, mem.peak_mb)
+        result.delta_mb = max(result.delta_mb, mem.delta_mb)
+    return result
+
+
+def cli_path(src: Path, dst: Path, cfg, backend) -> dict[str, float]:
+    """What utils.pipeline.process_file does (read → upscale → write), timed per stage."""
+    t0 = time.perf_counter()
+    img = read_image(src, max_pixels=cfg.limits.max_input_pixels)
+    t1 = time.perf_counter()
+    result, _ = upscale_image(img, cfg, backend)
+    t2 = time.perf_counter()
+    write_image(dst, result, quality=cfg.output.quality)
+    return {"read": t1 - t0, "upscale": t2 - t1, "write": time.perf_counter() - t2}
+
+
+def test_image(size: int) -> np.ndarray:
+    with Image.open(SOURCE_IMAGE) as im:
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC))
+
+
+def raw_forward(backend) -> Optional[Callable[[torch.Tensor], object]]:
+    """The bare model call on a 1×3×h×w tensor, or None when the backend has no separable model."""
+    if backend.name == "realesrgan":
+        return lambda x: backend.net(x[0].numpy())
+    if backend.name == "bicubic":
+        return lambda x: F.interpolate(x, scale_factor=backend.scale, mode="bicubic", align_corners=False)
+    return None
+
+
+def patch_counts(backend_name: str, cfg, lr: torch.Tensor) -> tuple[int, Optional[int]]:
+    """Number of patches of the fixed grid and of the smart grid for this input."""
+    section = cfg[backend_name] if backend_name in cfg else None
+    if section is None or "tile_size" not in section:
+        return 0, None
+    tile, overlap = section.tile_size, section.tile_overlap
+    fixed = len(PatchGrid.regular(lr.shape[-2], lr.shape[-1], tile, tile - overlap))
+    if not SMART_AVAILABLE:
+        return fixed, None
+    from utils.smart_chopping import smart_grid
+
+    pp = cfg.postprocess
+    return fixed, len(smart_grid(lr, tile, pp.min_overlap, pp.max_overlap))
+
+
+def fmt_row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def run(args: argparse.Namespace) -> str:
+    base = load_config(args.config)
+    cfg = with_overrides(base, BASE_OVERRIDES)
+    smart_cfg = with_overrides(base, {**BASE_OVERRIDES, "postprocess.smart_chopping": True}) if SMART_AVAILABLE else None
+    status = backend_status(cfg)
+    load_start = os.getloadavg()[0]
+    sections = []
+    tmp = Path(tempfile.mkdtemp(prefix="srbench-"))
+    for name in args.backends:
+        if not status.get(name) or not status[name].ok:
+            print(f"skipping {name}: {status[name].reason if name in status else 'unknown backend'}", file=sys.stderr)
+            continue
+        backend = create_backend(name, cfg)
+        smart_backend = create_backend(name, smart_cfg) if smart_cfg is not None else None
+        raw = raw_forward(backend)
+        rows, chop_rows = [], []
+        for size in args.sizes:
+            repeats = args.repeats if size < args.large else args.repeats_large
+            img = test_image(size)
+            lr = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+            src = tmp / f"in_{size}.png"
+            Image.fromarray(img).save(src)
+            if size == args.sizes[0]:  # first calls pay one-off initialisation; keep it out of the medians
+                cli_path(src, tmp / "warmup.png", cfg, backend)
+                if raw is not None:
+                    raw(lr)
+            m_raw = measure(lambda: raw(lr), repeats) if raw is not None else None
+            m_pipe = measure(lambda: cli_path(src, tmp / f"out_{size}.png", cfg, backend), repeats)
+            mp = size * size / 1e6
+            overhead = f"{(m_pipe.median / m_raw.median - 1) * 100:+.0f} %" if m_raw else "–"
+            rows.append([f"{size}²", repeats, f"{m_raw.median:.3f}" if m_raw else "–", f"{m_pipe.median:.3f}",
+                         overhead, " / ".join(f"{m_pipe.stage(k):.3f}" for k in ("read", "upscale", "write")), f"{m_raw.median / mp:.1f}" if m_raw else "–", f"{m_pipe.median / mp:.1f}",
+                         f"{m_raw.delta_mb:.0f}" if m_raw else "–", f"{m_pipe.delta_mb:.0f}", f"{m_pipe.peak_mb:.0f}"])
+            print(f"{name} {size}²: raw {rows[-1][2]} s, pipeline {rows[-1][3]} s ({overhead}; read/upscale/write "
+                  f"{rows[-1][5]} s), {rows[-1][7]} s/MP", flush=True)
+            if smart_backend is not None:
+                m_smart = measure(lambda: cli_path(src, tmp / f"smart_{size}.png", smart_cfg, smart_backend),
+                                  repeats)
+                fixed_n, smart_n = patch_counts(name, smart_cfg, lr)
+                chop_rows.append([f"{size}²", fixed_n, smart_n, f"{m_pipe.median:.3f}", f"{m_smart.median:.3f}",
+                                  f"{m_smart.median / m_pipe.median:.2f}×", f"{m_smart.delta_mb:.0f}"])
+                print(f"{name} {size}²: smart chopping {m_smart.median:.3f} s ({chop_rows[-1][5]} of fixed)",
+                      flush=True)
+        lines = [f"### {name} ({backend.device})", "",
+                 fmt_row(["input", "repeats", "raw s", "pipeline s", "pipeline overhead", "read / upscale / write s",
+                          "raw s/MP", "pipeline s/MP", "raw peak RSS Δ MiB", "pipeline peak RSS Δ MiB",
+                          "pipeline peak RSS MiB"]),
+                 "|" + "---|" * 11]
+        lines += [fmt_row(r) for r in rows]
+        if chop_rows:
+            lines += ["", f"Fixed vs smart chopping ({name}, CLI path; patches of {cfg[name].tile_size} input px):",
+                      "", fmt_row(["input", "fixed patches", "smart patches", "fixed s", "smart s", "smart / fixed",
+                                   "smart peak RSS Δ MiB"]), "|" + "---|" * 7]
+            lines += [fmt_row(r) for r in chop_rows]
+        sections.append("\n".join(lines))
+    load_end = os.getloadavg()[0]
+    command = " ".join(shlex.quote(a) for a in ["python", "benchmark.py", *args.argv])
+    header = [
+        "# Benchmarks", "",
+        "Generated by `benchmark.py` with:", "", "```", command, "```", "",
+        f"- {platform.machine()}, {os.cpu_count()} CPU cores ({cpu_threads()} usable by this run), "
+        f"Python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"- 1-min load average at start / end: {load_start:.1f} / {load_end:.1f} (the machine is shared; "
+        "timings scale with how busy it was).",
+        "- Input: Set5 `baby.png` resized to each size. Times are medians over the repeats, after one warm-up call.",
+        "- raw: the model alone on the whole input (Real-ESRGAN: one direct ncnn call; bicubic: one "
+        "`F.interpolate`). pipeline: the CLI path, read PNG → `utils.pipeline` (chopping, post-processing off) "
+        "→ write PNG; overhead is pipeline / raw − 1 (chopping overlap, blending, colour conversion, PNG I/O), "
+        "split into its read / upscale (`upscale_image`: pipeline incl. chopping) / write (encode + fsync) stages.",
+        "- s/MP: seconds per input megapixel; a constant value means time grows linearly with the area.",
+        "- Peak RSS Δ: growth of the sampled resident memory over its value when the call started; peak RSS: "
+        "the absolute peak of the process (includes the loaded models).",
+        "" if SMART_AVAILABLE else "- Smart chopping: not measured (utils/smart_chopping.py is absent).",
+        "",
+    ]
+    return "\n".join(header) + "\n\n".join(sections) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", nargs="+", default=["bicubic", "realesrgan"])
+    p.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256, 512], help="square input sizes (px)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats per measurement below --large")
+    p.add_argument("--repeats-large", type=int, default=1, help="repeats at sizes >= --large")
+    p.add_argument("--large", type=int, default=512)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "benchmarks.md")
+    args = p.parse_args(argv)
+    args.argv = argv
+    report = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"\n{report}\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
