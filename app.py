@@ -41,7 +41,7 @@ from utils.pipeline import (BatchItem, Cancelled, bicubic_reference, describe_er
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
 RESULT_TTL_SECONDS = 3600         # per-request folders older than this are removed
 ZIP_MAX_MEMBERS = 10_000
-ZIP_MAX_BYTES = 4 * 1024 ** 3
+ZIP_MAX_BYTES = 1024 ** 3         # uncompressed, per uploaded zip
 TABLE_HEADERS = ["file", "status", "reason", "seconds"]
 
 
@@ -76,7 +76,7 @@ class Studio:
         self.output_root = output_root
         self.tmp_root = Path(tempfile.mkdtemp(prefix="sr-studio-"))
         atexit.register(shutil.rmtree, self.tmp_root, True)
-        self._cancel: dict[str, threading.Event] = {}
+        self._cancel: dict[str, set[threading.Event]] = {}  # session → flags of its running jobs
         self._lock = threading.Lock()
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -107,17 +107,17 @@ class Studio:
         return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.tmp_root))
 
     @contextmanager
-    def _cancel_flag(self, request: Optional[gr.Request]) -> Iterator[threading.Event]:
-        """The cancel flag of this session's running job (exists only while the job runs)."""
-        key = request.session_hash
-        flag = threading.Event()
+    def _cancel_flag(self, request: gr.Request) -> Iterator[threading.Event]:
+        """A cancel flag for one job of this session, registered only while the job runs."""
+        key, flag = request.session_hash, threading.Event()
         with self._lock:
-            self._cancel[key] = flag
+            self._cancel.setdefault(key, set()).add(flag)
         try:
             yield flag
         finally:
             with self._lock:
-                if self._cancel.get(key) is flag:
+                self._cancel[key].discard(flag)
+                if not self._cancel[key]:
                     del self._cancel[key]
 
     @staticmethod
@@ -135,10 +135,11 @@ class Studio:
 
     def cancel(self, request: gr.Request) -> str:
         with self._lock:
-            flag = self._cancel.get(request.session_hash)
-        if flag is None:
+            flags = list(self._cancel.get(request.session_hash, ()))
+        for flag in flags:
+            flag.set()
+        if not flags:
             return "Nothing is running in this session."
-        flag.set()
         return "Cancelling: the run stops after the current patch."
 
     def upscale(self, image: str, request: gr.Request, progress=gr.Progress(), **settings):
@@ -158,7 +159,7 @@ class Studio:
                                              self._patch_progress(progress, flag, 0, 1, src.name))
             except Cancelled:
                 return gr.skip(), gr.skip(), f"Cancelled {src.name}: nothing was written."
-            except Exception as exc:  # a failing run must reach the user (logged with its cause), not kill the server
+            except Exception as exc:  # a failed run must reach the user (cause logged), not kill the server
                 raise gr.Error(describe_error(src, exc)) from exc
         out_dir = self._request_dir()
         result_path = write_image(out_dir / f"{src.stem}_{scale_label(cfg.outscale)}.png", result)
@@ -209,8 +210,8 @@ class Studio:
         return rows, (str(archive) if archive else None), summary
 
     def _folder_inputs(self, folder: str, cfg):
-        """(input folder, output folder, (source, output) pairs, refused items) for a folder named inside the batch root;
-        results go to a new folder under the output root, so inputs are never overwritten."""
+        """(input folder, output folder, (source, output) pairs, refused items) for a folder named inside
+        the batch root; results go to a new folder under the output root, so inputs are never overwritten."""
         src_dir = resolve_folder(self.batch_root, folder)
         rel = src_dir.relative_to(self.batch_root.resolve())
         out_dir = self.output_root / rel.parent / f"{rel.name or self.batch_root.name}_{scale_label(cfg.outscale)}"
@@ -220,7 +221,8 @@ class Studio:
             if is_inside(src, self.batch_root):
                 sources.append(src)
             else:
-                refused.append(BatchItem(src, None, "error", f"{src.name}: a symbolic link leading outside the batch root; refused"))
+                refused.append(BatchItem(src, None, "error",
+                                         f"{src.name}: a symbolic link leading outside the batch root; refused"))
         return src_dir, out_dir, plan_outputs(sources, out_dir, cfg.output.format), refused
 
     @staticmethod
@@ -294,9 +296,12 @@ def settings_panel(defaults: Settings, choices: list[str]) -> dict[str, gr.compo
     c["timesteps"] = gr.Textbox(defaults.timesteps, label="Custom timesteps", interactive=invsr,
                                 placeholder="e.g. 200,100,50 (empty: the default for the number of steps)")
     with gr.Row():
-        c["adaptive_scheduler"] = gr.Checkbox(defaults.adaptive_scheduler, label="Adaptive scheduler", interactive=invsr)
-        c["adaptive_guidance"] = gr.Checkbox(defaults.adaptive_guidance, label="Adaptive guidance", interactive=invsr)
-    c["chopping_size"] = gr.Radio(list(CHOPPING_SIZES), value=defaults.chopping_size, label="Chopping size (input pixels)")
+        c["adaptive_scheduler"] = gr.Checkbox(defaults.adaptive_scheduler, label="Adaptive scheduler",
+                                              interactive=invsr)
+        c["adaptive_guidance"] = gr.Checkbox(defaults.adaptive_guidance, label="Adaptive guidance",
+                                             interactive=invsr)
+    c["chopping_size"] = gr.Radio(list(CHOPPING_SIZES), value=defaults.chopping_size,
+                                  label="Chopping size (input pixels)")
     c["color_fix"] = gr.Dropdown(list(COLOR_FIXES), value=defaults.color_fix, label="Color fix")
     c["smart_chopping"] = gr.Checkbox(defaults.smart_chopping, label="Smart chopping (overlap by local complexity)")
     with gr.Row(visible=defaults.smart_chopping) as overlap_row:
@@ -323,8 +328,12 @@ def settings_panel(defaults: Settings, choices: list[str]) -> dict[str, gr.compo
     show_with(c["edge_enhancement"], c["edge_strength"])
     show_with(c["format"], c["quality"], lambda f: f != "png")
     invsr_controls = [c[k] for k in INVSR_ONLY]
-    c["backend"].change(lambda b: [gr.update(visible=b != "invsr")] + [gr.update(interactive=b == "invsr")] * len(invsr_controls),
-                        c["backend"], [hint, *invsr_controls], queue=False, api_visibility="private")
+
+    def for_backend(name: str) -> list:
+        on = name == "invsr"
+        return [gr.update(visible=not on)] + [gr.update(interactive=on)] * len(invsr_controls)
+
+    c["backend"].change(for_backend, c["backend"], [hint, *invsr_controls], queue=False, api_visibility="private")
     return c
 
 
@@ -363,7 +372,8 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                             overwrite = gr.Checkbox(False, label="Redo finished files", scale=1)
                         run_batch = gr.Button("Upscale all", variant="primary")
                         summary = gr.Textbox(label="Summary", interactive=False)
-                        table = gr.Dataframe(headers=TABLE_HEADERS, type="array", interactive=False, label="Per-file status")
+                        table = gr.Dataframe(headers=TABLE_HEADERS, type="array", interactive=False,
+                                             label="Per-file status")
                         archive = gr.File(label="Results (zip)", interactive=False)
                 with gr.Row():
                     cancel = gr.Button("Cancel the running job", variant="stop")
@@ -395,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=1, help="model runs at the same time")
     p.add_argument("--max-queue", type=int, default=20, help="requests waiting at most; more are turned away")
     p.add_argument("--max-file-size", default="50mb", help="largest upload, e.g. 50mb, 1gb")
-    p.add_argument("--max-pixels", type=int, default=None, help="largest input image in pixels (limits.max_input_pixels)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest input image in pixels (overrides limits.max_input_pixels)")
     return p
 
 

@@ -250,6 +250,13 @@ def group_rows(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return groups
 
 
+def _same_scores(rows: list[dict], other: list[dict]) -> bool:
+    """Whether two runs scored every image identically (bit-identical outputs, in practice)."""
+    def scores(rs):
+        return {r["image"]: (r["psnr"], r["ssim"], r.get("lpips")) for r in rs}
+    return scores(rows) == scores(other)
+
+
 def summary_table(rows: list[dict]) -> str:
     """Markdown table of one dataset: means per backend/config; with several configs, Δ to the 'off' row."""
     rgb = any("psnr_rgb" in r for r in rows)
@@ -269,6 +276,8 @@ def summary_table(rows: list[dict]) -> str:
             base = groups.get((backend, "off"))
             if base is not None and config != "off":
                 cells += [f"{psnr - _mean(base, 'psnr'):+.2f}", f"{lp - _mean(base, 'lpips'):+.4f}"]
+                if _same_scores(group, base):  # a stage the pipeline ignored: say so rather than imply a result
+                    cells[1] += " (output identical to off)"
             else:
                 cells += ["", ""]
         peaks = [r["peak_rss_mb"] for r in group if r.get("peak_rss_mb") is not None]

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from datapipe.image_io import ImageError, is_image_file, list_images
 from utils.backends import BACKENDS, BackendUnavailable, create_backend, resolve_backend_name
 from utils.config import load_config, with_overrides
+from utils.invsr_weights import WeightsNotFound, download_weights
 from utils.pipeline import BatchItem, plan_outputs, process_batch
 
 COLOR_FIXES = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
@@ -95,17 +96,33 @@ def plan(in_path: Path, out_path: Path, fmt: str, recursive: bool):
     return plan_outputs([in_path], out_path, fmt)
 
 
+def fetch_invsr_weights(cfg) -> None:
+    """Asked for InvSR explicitly: download its weights when they are missing and the hub is reachable."""
+    status = BACKENDS["invsr"].availability(cfg)
+    if status.ok:
+        return
+    print("[backend] InvSR weights are not available locally; trying to download them", file=sys.stderr)
+    try:
+        download_weights(cfg)
+    except WeightsNotFound as exc:
+        if str(exc) == status.reason:  # nothing to download (e.g. an explicit path is wrong)
+            raise
+        raise WeightsNotFound([status.reason.removeprefix("InvSR: "), str(exc).removeprefix("InvSR: ")]) from exc
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if args.backend == "invsr":
+            fetch_invsr_weights(cfg)
         name, notice = resolve_backend_name(cfg)
         if args.chopping_size is not None:
             cfg = with_overrides(cfg, {PATCH_SIZE_KEY[name]: args.chopping_size})
         pairs = plan(Path(args.in_path), Path(args.out_path), cfg.output.format, args.recursive)
         print(f"[backend] {notice}", file=sys.stderr)
         backend = create_backend(name, cfg)
-    except (BackendUnavailable, ImageError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (BackendUnavailable, WeightsNotFound, ImageError, ValueError, KeyError, FileNotFoundError) as exc:
         if args.debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
@@ -128,6 +145,8 @@ def main(argv=None) -> int:
         bar.update(1)
         if item.status == "error":
             tqdm.write(f"error: {item.reason}", file=sys.stderr)
+        elif item.status == "ok" and item.reason:
+            tqdm.write(f"note: {item.source.name}: {item.reason}", file=sys.stderr)
 
     try:
         items = process_batch(pairs, cfg, backend, args.overwrite, patch_bar, report)

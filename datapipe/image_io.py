@@ -24,6 +24,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", "
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF"}
 EXIF_ORIENTATION = 0x0112
+PART_SUFFIX = ".part"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 # PIL's own bomb guard would fire at a fixed size; we apply the configured limit ourselves.
@@ -121,7 +122,8 @@ def _decode(path: Path, im: Image.Image, max_pixels: Optional[int]) -> LoadedIma
     if w < 1 or h < 1:
         raise ImageError(path, f"invalid size {w}×{h}")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(path, f"{w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels")
+        raise ImageError(path, f"{w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels "
+                              "(raise limits.max_input_pixels to allow it)")
     notes = []
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"{im.format} has {im.n_frames} frames; only the first was used")
@@ -292,7 +294,8 @@ def write_image(path: os.PathLike | str, img: LoadedImage, quality: int = 95) ->
     path = Path(path)
     data = encode_image(img, output_format(path), quality)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    # The writer's PID in the name lets a later run tell a crashed writer's leftovers from live ones.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}{PART_SUFFIX}", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get normal file permissions
         with os.fdopen(fd, "wb") as f:
@@ -304,3 +307,24 @@ def write_image(path: os.PathLike | str, img: LoadedImage, quality: int = 95) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_parts(folder: os.PathLike | str) -> list[Path]:
+    """Delete temp files left in ``folder`` by writers that died (e.g. killed mid-write)."""
+    removed = []
+    for part in Path(folder).glob(f".*{PART_SUFFIX}"):
+        pid = part.name[: -len(PART_SUFFIX)].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

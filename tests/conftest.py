@@ -1,11 +1,16 @@
 """Shared test fixtures: the project config and the benchmark images in ../shared/."""
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
+# On a shared, loaded machine spinning OpenMP workers make torch many times slower; must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from datapipe.image_io import read_image
-from utils.config import load_config
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from datapipe.image_io import read_image  # noqa: E402
+from utils.config import load_config  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 DATASETS = SHARED / "datasets"

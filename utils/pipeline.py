@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from datapipe.image_io import ImageError, LoadedImage, read_image, write_image
+from datapipe.image_io import ImageError, LoadedImage, read_image, remove_stale_parts, write_image
 from utils.backends import Backend
 from utils.chopping import ProgressFn
 
@@ -174,6 +174,9 @@ def process_batch(pairs: list[tuple[Path, Path]], cfg: DictConfig, backend: Back
     """Process every pair, skipping finished outputs (resume) unless ``overwrite``; one bad file does
     not stop the rest. Cancellation (``Cancelled`` from a progress callback) propagates."""
     sources = {p.resolve() for p, _ in pairs}
+    for folder in {dst.parent for _, dst in pairs}:
+        if folder.is_dir():
+            remove_stale_parts(folder)
     items = []
     for src, dst in pairs:
         if dst.resolve() in sources:

@@ -7,18 +7,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from utils.backends.base import Availability, Backend, BackendUnavailable
 from utils.backends.bicubic import BicubicBackend
+from utils.backends.invsr import InvSRBackend
 from utils.backends.realesrgan import RealESRGANBackend
 
 BACKENDS: dict[str, type[Backend]] = {
+    "invsr": InvSRBackend,
     "realesrgan": RealESRGANBackend,
     "bicubic": BicubicBackend,
 }
-try:  # registered once the sampler module is present
-    from utils.backends.invsr import InvSRBackend
-
-    BACKENDS = {"invsr": InvSRBackend, **BACKENDS}
-except ImportError:
-    pass
 
 OFFLINE_DEFAULT = "realesrgan"
 
@@ -28,10 +24,7 @@ __all__ = ["Availability", "Backend", "BackendUnavailable", "BACKENDS", "backend
 
 def backend_status(cfg: DictConfig) -> dict[str, Availability]:
     """Availability of every registered backend (cheap: no model is loaded)."""
-    status = {name: cls.availability(cfg) for name, cls in BACKENDS.items()}
-    if "invsr" not in status:
-        status = {"invsr": Availability(False, "InvSR: the sampler is not installed in this build"), **status}
-    return status
+    return {name: cls.availability(cfg) for name, cls in BACKENDS.items()}
 
 
 def resolve_backend_name(cfg: DictConfig, requested: str | None = None) -> tuple[str, str]:
