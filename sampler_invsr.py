@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from datapipe.image_io import list_images, read_image, write_image
 from utils.chopping import PatchGrid, ProgressFn, blend_patches, pad_to_multiple, reflect_pad_to_patch
 from utils.config import DEFAULT_TIMESTEPS
 from utils.devices import cpu_threads, pick_device
 from utils.invsr_weights import InvSRWeights, resolve_weights
 from utils.noise_predictor import NoisePredictor, load_noise_predictor
+from utils.pipeline import resize_alpha
 
 POSITIVE_PROMPT = ("Cinematic, high-contrast, photo-realistic, 8k, ultra HD, meticulous detailing, "
                    "hyper sharpness, perfect without deformations")
@@ -232,7 +234,6 @@ class InvSamplerSR:
 
         Consecutive same-size images are batched ``bs`` at a time. Returns the written paths.
         """
-        from datapipe.image_io import list_images, read_image, write_image
 
         if _int(bs, "bs") < 1:
             raise ValueError(f"bs must be at least 1 (got {bs})")
@@ -245,21 +246,17 @@ class InvSamplerSR:
         for path in paths:
             image = read_image(path)
             if batch and (len(batch) == bs or batch[0][1].rgb.shape != image.rgb.shape):
-                written += self._write_batch(batch, out_path, write_image)
+                written += self._write_batch(batch, out_path)
                 batch = []
             batch.append((path, image))
-        return written + self._write_batch(batch, out_path, write_image)
+        return written + self._write_batch(batch, out_path)
 
-    def _write_batch(self, batch, out_path: Path, write_image) -> list[Path]:
+    def _write_batch(self, batch, out_path: Path) -> list[Path]:
         lr = torch.stack([torch.from_numpy(img.rgb).permute(2, 0, 1) for _, img in batch])
         results = self.sample_func(lr)
         written = []
         for (path, img), rgb in zip(batch, results):
-            alpha = None
-            if img.alpha is not None:  # alpha is not super-resolved, only resized to match
-                a = torch.from_numpy(img.alpha)[None, None]
-                alpha = F.interpolate(a, size=rgb.shape[:2], mode="bicubic", align_corners=False)[0, 0]
-                alpha = alpha.clamp(0, 1).numpy()
+            alpha = resize_alpha(img.alpha, rgb.shape[:2])
             written.append(write_image(out_path / f"{path.stem}.png", img.with_pixels(rgb, alpha)))
         return written
 

@@ -181,8 +181,8 @@ def test_batch_zip_with_unsafe_member_is_refused(client, tmp_path):
 def test_cancel_stops_between_images_without_partial_files_and_rerun_resumes(client, work):
     folder = work / "inputs" / "many"
     folder.mkdir()
-    for i in range(4):
-        crop(48, left=20 * i).save(folder / f"img{i}.png")
+    for i in range(6):  # enough work left after the first result for the cancel to land mid-batch
+        crop(64, left=20 * i).save(folder / f"img{i}.png")
     out = work / "outputs" / "many_x4"
     job = client.submit(folder="many", api_name="/batch")
     deadline = time.monotonic() + 120

@@ -63,6 +63,13 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
+def resize_alpha(alpha: Optional[np.ndarray], size: tuple[int, int]) -> Optional[np.ndarray]:
+    """H×W alpha in [0,1] resized (bicubic) to ``size``; transparency is not super-resolved."""
+    if alpha is None:
+        return None
+    return resize_to(torch.from_numpy(alpha)[None, None].float(), size)[0, 0].numpy()
+
+
 @dataclass
 class RunInfo:
     backend: str
@@ -112,12 +119,8 @@ def upscale_image(img: LoadedImage, cfg: DictConfig, backend: Backend,
                   progress: Optional[ProgressFn] = None) -> tuple[LoadedImage, RunInfo]:
     """Upscale a decoded image; alpha is resized separately (bicubic) and re-attached."""
     sr, info = run_pipeline(to_tensor(img.rgb), cfg, backend, progress)
-    alpha = None
-    if img.alpha is not None:
-        alpha_t = torch.from_numpy(img.alpha)[None, None].float()
-        alpha = to_array(resize_to(alpha_t.expand(1, 3, -1, -1), tuple(sr.shape[-2:])))[..., 0]
     info.notes = img.notes + info.notes
-    return img.with_pixels(to_array(sr), alpha), info
+    return img.with_pixels(to_array(sr), resize_alpha(img.alpha, tuple(sr.shape[-2:]))), info
 
 
 def process_file(src: Path, dst: Path, cfg: DictConfig, backend: Backend,
