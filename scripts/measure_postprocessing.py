@@ -4,9 +4,11 @@ Chopping: fixed grids (50 % overlap as InvSR, 25 % as the Real-ESRGAN config) ag
 with the plain Gaussian window and the attention window: patches, model input pixels (the cost,
 independent of machine load), wall and process CPU time, PSNR/SSIM to the HR image and RGB PSNR to the
 unchopped (one-call) output, from the MSE averaged over the images (single-patch images add 0).
-Then every colour fix and the fusion with bicubic on the unchopped output. Metrics: Y of BT.601 YCbCr (16–235), ``sf`` pixels cropped per border.
+Then every colour fix and the fusion with bicubic on the unchopped output. Metrics: Y of BT.601
+YCbCr (16–235), ``sf`` pixels cropped per border. Run single-threaded on a busy machine:
 
-    .venv/bin/python scripts/measure_postprocessing.py [--tile 64] [--images baby bird ...]
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python scripts/measure_postprocessing.py \
+        [--tile 64] [--images Set5/baby Set14/zebra ...]
 """
 from __future__ import annotations
 

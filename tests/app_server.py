@@ -33,7 +33,14 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def running_app(workdir: Path, *extra_args: str) -> Iterator[str]:
-    """Run the studio with its batch and output roots under ``workdir``; yields its URL.
+    """Run the studio with its batch and output roots under ``workdir``; yields its URL."""
+    with running_app_process(workdir, *extra_args) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_app_process(workdir: Path, *extra_args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like :func:`running_app`, yielding (URL, server process) for tests that watch the process.
 
     The server's output goes to ``workdir/server.log``, quoted in the failure if it does not come up.
     """
@@ -53,7 +60,7 @@ def running_app(workdir: Path, *extra_args: str) -> Iterator[str]:
                     f"did not answer within {START_TIMEOUT_SECONDS} s"
                 raise RuntimeError(f"app.py {why}; log:\n{log_path.read_text(errors='replace')[-4000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
