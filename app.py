@@ -35,8 +35,8 @@ from utils.app_settings import (CHOPPING_SIZES, FORMATS, FUSION_METHODS, INVSR_O
 from utils.backends import BACKENDS, BackendUnavailable, backend_status, create_backend, resolve_backend_name
 from utils.config import load_config, with_overrides
 from utils.paths import PathRefused, extract_zip, is_inside, resolve_folder
-from utils.pipeline import (BatchItem, Cancelled, bicubic_reference, describe_error, plan_outputs,
-                            process_batch, to_array, to_tensor, upscale_image)
+from utils.pipeline import (BatchItem, Cancelled, bicubic_reference, check_stages, describe_error,
+                            plan_outputs, process_batch, to_array, to_tensor, upscale_image)
 
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
 RESULT_TTL_SECONDS = 3600         # per-request folders older than this are removed
@@ -86,7 +86,9 @@ class Studio:
         try:
             s = Settings(**settings)
             name, _ = resolve_backend_name(self.cfg, s.backend)
-            return name, config_for(self.cfg, s, name)
+            cfg = config_for(self.cfg, s, name)
+            check_stages(cfg, name)
+            return name, cfg
         except (BackendUnavailable, ValueError, KeyError, TypeError) as exc:
             raise user_error(str(exc)) from None
 

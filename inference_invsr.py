@@ -17,9 +17,9 @@ from datapipe.image_io import ImageError, is_image_file, list_images
 from utils.backends import BACKENDS, BackendUnavailable, create_backend, resolve_backend_name
 from utils.config import load_config, with_overrides
 from utils.invsr_weights import WeightsNotFound, download_weights
-from utils.pipeline import BatchItem, plan_outputs, process_batch
+from utils.color_fix import METHODS as COLOR_FIXES
+from utils.pipeline import FUSION_METHODS, BatchItem, check_stages, plan_outputs, process_batch
 
-COLOR_FIXES = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
 # Which config key "chopping size" means for each backend.
 PATCH_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.tile_size",
                   "bicubic": "bicubic.tile_size"}
@@ -56,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "webp", "jpeg"], default=None, help="output format (folder runs)")
     p.add_argument("--sd_path", default=None, help="local SD-Turbo folder (diffusers layout)")
     p.add_argument("--started_ckpt_path", default=None, help="local noise_predictor_sd_turbo_v5.pth")
+    pp = p.add_argument_group("post-processing (see docs/postprocessing.md)")
+    pp.add_argument("--adaptive_scheduler", action="store_true", default=None,
+                    help="InvSR: more steps for complex images")
+    pp.add_argument("--smart_chopping", action="store_true", default=None,
+                    help="overlap between --min_overlap and --max_overlap by local complexity")
+    pp.add_argument("--min_overlap", type=float, default=None, help="smart chopping, fraction of a patch (0.25)")
+    pp.add_argument("--max_overlap", type=float, default=None, help="smart chopping, fraction of a patch (0.50)")
+    pp.add_argument("--attention_fusion", action="store_true", default=None,
+                    help="blend the result with the bicubic upsampling where edges are weak")
+    pp.add_argument("--fusion_method", choices=FUSION_METHODS, default=None)
+    pp.add_argument("--edge_enhancement", type=float, default=None, metavar="STRENGTH",
+                    help="edge-aware sharpening, 0 (off) to 1")
+    pp.add_argument("--adaptive_guidance", action="store_true", default=None,
+                    help="InvSR with cfg_scale > 1: guidance scaled by complexity")
     p.add_argument("-r", "--recursive", action="store_true", help="include sub-folders")
     p.add_argument("--overwrite", action="store_true", help="redo files whose output already exists")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -76,6 +90,9 @@ def config_from_args(args: argparse.Namespace):
         "output.format": args.format,
         "sd_pipe.params.pretrained_model_name_or_path": args.sd_path,
         "model_start.ckpt_path": args.started_ckpt_path,
+        **{f"postprocess.{key}": getattr(args, key) for key in (
+            "adaptive_scheduler", "smart_chopping", "min_overlap", "max_overlap", "attention_fusion",
+            "fusion_method", "edge_enhancement", "adaptive_guidance")},
     })
 
 
@@ -119,6 +136,7 @@ def main(argv=None) -> int:
         name, notice = resolve_backend_name(cfg)
         if args.chopping_size is not None:
             cfg = with_overrides(cfg, {PATCH_SIZE_KEY[name]: args.chopping_size})
+        check_stages(cfg, name)
         pairs = plan(Path(args.in_path), Path(args.out_path), cfg.output.format, args.recursive)
         print(f"[backend] {notice}", file=sys.stderr)
         backend = create_backend(name, cfg)

@@ -23,12 +23,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from datapipe.image_io import list_images, read_image, write_image
-from utils.chopping import PatchGrid, ProgressFn, blend_patches, pad_to_multiple, reflect_pad_to_patch
+from utils.chopping import ProgressFn, blend_patches, pad_to_multiple, reflect_pad_to_patch
+from utils.color_fix import METHODS as COLOR_FIX_METHODS
 from utils.config import DEFAULT_TIMESTEPS
 from utils.devices import cpu_threads, pick_device
 from utils.invsr_weights import InvSRWeights, resolve_weights
 from utils.noise_predictor import NoisePredictor, load_noise_predictor
 from utils.pipeline import resize_alpha
+from utils.smart_chopping import plan_chopping
 
 POSITIVE_PROMPT = ("Cinematic, high-contrast, photo-realistic, 8k, ultra HD, meticulous detailing, "
                    "hyper sharpness, perfect without deformations")
@@ -36,7 +38,6 @@ NEGATIVE_PROMPT = ("Low quality, blurring, jpeg artifacts, deformed, over-smooth
                    "painting, drawing, sketch, oil painting")
 SCALE = 4
 MAX_STEPS = 5
-COLOR_FIX_METHODS = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
 # The reference switches to 256-pixel patches for inputs of at least this many LR pixels.
 LARGE_INPUT_PIXELS = 512 ** 2
 LARGE_PATCH = 256
@@ -208,13 +209,14 @@ class InvSamplerSR:
         padded, top, left = reflect_pad_to_patch(x, pch)
         if padded.shape[-2:] != (pch, pch):
             padded = pad_to_multiple(padded, self.models.mod_lq)
-        grid = PatchGrid.regular(padded.shape[-2], padded.shape[-1], pch, pch // 2)
+        grid, window = plan_chopping(padded, pch, pch // 2, self.configs)
         seed = int(self.configs.seed)
         gen_vae = [torch.Generator().manual_seed(seed) for _ in range(b)]
         gen_noise = [torch.Generator().manual_seed(seed + 1) for _ in range(b)]
         with torch.inference_mode():
             out = blend_patches(padded, lambda p: self.sample_patches(p, gen_vae, gen_noise), grid, SCALE,
-                                batch_size=int(self.configs.basesr.chopping.extra_bs), progress=progress)
+                                batch_size=int(self.configs.basesr.chopping.extra_bs), window=window,
+                                progress=progress)
             out = out[:, :, top * SCALE:(top + h) * SCALE, left * SCALE:(left + w) * SCALE].float().cpu()
             if self.color_fix != "none":
                 from utils.color_fix import color_fix

@@ -1,7 +1,8 @@
 """The one place that turns an input image into the final result, for the CLI, the app and the API.
 
-Order (the seed project's): preprocess → backend (with chopping) → color fix → output scale. The
-post-processing stages of utils/ plug in here, driven by the config.
+Order (the seed project's): complexity → adaptive scheduler / guidance (InvSR) → backend with
+(smart) chopping → color fix → attention fusion → edge enhancement → output scale, each stage
+switched by the config's ``postprocess`` section.
 """
 from __future__ import annotations
 
@@ -16,8 +17,25 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from datapipe.image_io import ImageError, LoadedImage, read_image, remove_stale_parts, write_image
-from utils.backends import Backend
+from utils.adaptive_scheduler import adaptive_timesteps
+from utils.backends import Backend, create_backend
 from utils.chopping import ProgressFn
+from utils.color_fix import METHODS as COLOR_FIX_METHODS
+from utils.color_fix import color_fix
+from utils.complexity import image_complexity
+from utils.config import with_overrides
+from utils.enhancement import enhance_edges
+from utils.fusion import fuse
+from utils.guidance import adaptive_guidance
+
+# Stages that only some backends can use; the others are refused, never silently ignored.
+STAGE_BACKENDS = {
+    "adaptive_scheduler": ("invsr",),
+    "adaptive_guidance": ("invsr",),
+    # Fusion blends the model's detail with the bicubic fallback: for bicubic itself it is a no-op.
+    "attention_fusion": ("invsr", "realesrgan"),
+}
+FUSION_METHODS = ("weighted", "max")
 
 
 class Cancelled(Exception):
@@ -80,7 +98,8 @@ class RunInfo:
     color_fix: str = "none"
     timesteps: Optional[list[int]] = None
     complexity: Optional[float] = None
-    notes: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)  # post-processing that ran, for the summary
+    notes: list[str] = field(default_factory=list)   # warnings about the input or the settings
 
     def summary(self) -> str:
         parts = [f"{self.backend} on {self.device}",
@@ -90,7 +109,43 @@ class RunInfo:
             parts.insert(1, f"timesteps {self.timesteps}")
         if self.complexity is not None:
             parts.insert(1, f"complexity {self.complexity:.2f}")
-        return " · ".join(parts + self.notes)
+        return " · ".join(parts + self.stages + self.notes)
+
+
+def check_stages(cfg: DictConfig, backend_name: str) -> None:
+    """Raise ValueError naming every post-processing setting that is invalid or does not apply."""
+    pp = cfg.postprocess
+    problems = [f"{stage.replace('_', ' ')} applies only to {' and '.join(names)}, not {backend_name}"
+                for stage, names in STAGE_BACKENDS.items() if pp[stage] and backend_name not in names]
+    if (cfg.color_fix or "none") not in COLOR_FIX_METHODS:
+        problems.append(f"color_fix must be one of {', '.join(COLOR_FIX_METHODS)} (got {cfg.color_fix!r})")
+    if pp.fusion_method not in FUSION_METHODS:
+        problems.append(f"fusion_method must be weighted or max (got {pp.fusion_method!r})")
+    if not 0 <= pp.edge_enhancement <= 1:
+        problems.append(f"edge enhancement strength must be in [0, 1] (got {pp.edge_enhancement})")
+    if not 0 <= pp.min_overlap < pp.max_overlap < 1:
+        problems.append(f"overlaps must satisfy 0 ≤ min_overlap < max_overlap < 1 "
+                        f"(got {pp.min_overlap}, {pp.max_overlap})")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def adapt_config(cfg: DictConfig, complexity: float) -> tuple[DictConfig, list[str], list[str]]:
+    """InvSR's config with the adaptive scheduler / guidance applied for this image, plus the stages
+    that ran and warnings."""
+    from sampler_invsr import resolve_timesteps
+
+    pp, overrides, stages, notes = cfg.postprocess, {}, [], []
+    if pp.adaptive_scheduler:
+        overrides["timesteps"] = adaptive_timesteps(complexity, resolve_timesteps(cfg))
+        stages.append("adaptive scheduler")
+    if pp.adaptive_guidance:
+        if cfg.cfg_scale > 1:
+            overrides["cfg_scale"] = adaptive_guidance(cfg.cfg_scale, complexity)
+            stages.append(f"guidance {overrides['cfg_scale']:.2f}")
+        else:
+            notes.append("adaptive guidance idle: cfg_scale ≤ 1 means no guidance to adapt")
+    return (with_overrides(cfg, overrides) if overrides else cfg), stages, notes
 
 
 def run_pipeline(lr: torch.Tensor, cfg: DictConfig, backend: Backend,
@@ -100,18 +155,35 @@ def run_pipeline(lr: torch.Tensor, cfg: DictConfig, backend: Backend,
         raise ValueError(f"expected a 1×3×h×w RGB tensor, got shape {tuple(lr.shape)}")
     h, w = lr.shape[-2:]
     check_limits(h, w, cfg)
+    check_stages(cfg, backend.name)
     start = time.perf_counter()
-    sr = backend.upscale(lr, progress)
-    native = tuple(sr.shape[-2:])
-    method = cfg.color_fix or "none"
-    if method != "none":
-        from utils.color_fix import color_fix
+    complexity = float(image_complexity(lr).mean())
+    timesteps, notes, stages = None, [], []
+    if backend.name == "invsr":
+        from sampler_invsr import resolve_timesteps
 
-        sr = color_fix(sr, bicubic_reference(lr, native), method)
+        run_cfg, stages, notes = adapt_config(cfg, complexity)
+        if run_cfg is not cfg:
+            backend = create_backend(backend.name, run_cfg)  # cached; the models are shared
+        timesteps = resolve_timesteps(run_cfg)
+    sr = backend.upscale(lr, progress)
+    pp, method = cfg.postprocess, cfg.color_fix or "none"
+    if method != "none" or pp.attention_fusion:
+        reference = bicubic_reference(lr, tuple(sr.shape[-2:]))
+        if method != "none":
+            sr = color_fix(sr, reference, method)
+        if pp.attention_fusion:
+            sr = fuse([sr, reference], pp.fusion_method)
+            stages.append(f"fusion {pp.fusion_method}")
+    if pp.edge_enhancement > 0:
+        sr = enhance_edges(sr, float(pp.edge_enhancement))
+        stages.append(f"edges {pp.edge_enhancement:.2f}")
+    if pp.smart_chopping:
+        stages.append("smart chopping")
     oh, ow = output_size(h, w, cfg.outscale)
     sr = resize_to(sr, (oh, ow))
     info = RunInfo(backend.name, backend.device, (w, h), (ow, oh), time.perf_counter() - start, method,
-                   timesteps=getattr(backend, "last_timesteps", None))
+                   timesteps=timesteps, complexity=complexity, stages=stages, notes=notes)
     return sr, info
 
 

@@ -73,3 +73,13 @@ def attention_window(method: str = "sobel", floor: float = ATTENTION_FLOOR) -> W
         return gauss * (floor + (1.0 - floor) * att)
 
     return window
+
+
+def plan_chopping(x: torch.Tensor, pch: int, stride: int, cfg) -> tuple[PatchGrid, WindowFn | None]:
+    """Grid and blending window for ``x`` (b×c×h×w) as every backend uses them: a fixed ``stride``
+    with the Gaussian window, or, with ``postprocess.smart_chopping``, complexity-driven overlap and
+    attention-weighted blending."""
+    pp = cfg.postprocess
+    if not pp.smart_chopping:
+        return PatchGrid.regular(x.shape[-2], x.shape[-1], pch, stride), None
+    return smart_grid(x, pch, pp.min_overlap, pp.max_overlap), attention_window()

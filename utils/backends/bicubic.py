@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.backends.base import Availability, Backend
-from utils.chopping import PatchGrid, ProgressFn, blend_patches
+from utils.chopping import ProgressFn, blend_patches
+from utils.smart_chopping import plan_chopping
 
 
 class BicubicBackend(Backend):
@@ -26,6 +27,6 @@ class BicubicBackend(Backend):
 
     def upscale(self, lr: torch.Tensor, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         tile, overlap = self.cfg.bicubic.tile_size, self.cfg.bicubic.tile_overlap
-        grid = PatchGrid.regular(lr.shape[-2], lr.shape[-1], tile, tile - overlap)
+        grid, window = plan_chopping(lr, tile, tile - overlap, self.cfg)
         with torch.inference_mode():
-            return blend_patches(lr, self._patch, grid, self.scale, progress=progress)
+            return blend_patches(lr, self._patch, grid, self.scale, window=window, progress=progress)

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from utils.backends.base import Availability, Backend, BackendUnavailable
-from utils.chopping import PatchGrid, ProgressFn, blend_patches
+from utils.chopping import ProgressFn, blend_patches
 from utils.devices import cpu_threads
+from utils.smart_chopping import plan_chopping
 
 MODEL_STEM = "REALESRGAN_X4PLUS_UP4X"
 INPUT_BLOB, OUTPUT_BLOB = "data", "output"
@@ -121,5 +122,5 @@ class RealESRGANBackend(Backend):
 
     def upscale(self, lr: torch.Tensor, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         tile, overlap = self.cfg.realesrgan.tile_size, self.cfg.realesrgan.tile_overlap
-        grid = PatchGrid.regular(lr.shape[-2], lr.shape[-1], tile, tile - overlap)
-        return blend_patches(lr, self._patch, grid, self.scale, progress=progress)
+        grid, window = plan_chopping(lr, tile, tile - overlap, self.cfg)
+        return blend_patches(lr, self._patch, grid, self.scale, window=window, progress=progress)
