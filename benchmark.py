@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from evaluate import BASE_OVERRIDES, DATASETS_ROOT
+from evaluate import BASE_OVERRIDES, DATASETS_ROOT, documented_command
 from utils.backends import backend_status, create_backend
 from utils.config import PROJECT_ROOT, load_config, with_overrides
 from utils.devices import cpu_threads
@@ -57,19 +56,22 @@ class Measurement:
         return statistics.median(self.stages[name])
 
 
-def measure(fn: Callable[[], Optional[dict]], repeats: int) -> Measurement:
-    """Run ``fn`` ``repeats`` times; a dict it returns is recorded as per-stage seconds."""
-    result = Measurement()
+def measure(fns: dict[str, Callable[[], Optional[dict]]], repeats: int) -> dict[str, Measurement]:
+    """Run every function ``repeats`` times, round-robin, so that the variants being compared see the
+    same background load on a shared machine; a dict a function returns is recorded as stage values."""
+    results = {name: Measurement() for name in fns}
     for _ in range(repeats):
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            stages = fn()
-            result.seconds.append(time.perf_counter() - start)
-        for name, sec in (stages if isinstance(stages, dict) else {}).items():
-            result.stages.setdefault(name, []).append(sec)
-        result.peak_mb = max(result.peak_mb, mem.peak_mb)
-        result.delta_mb = max(result.delta_mb, mem.delta_mb)
-    return result
+        for name, fn in fns.items():
+            result = results[name]
+            with PeakRSS() as mem:
+                start = time.perf_counter()
+                stages = fn()
+                result.seconds.append(time.perf_counter() - start)
+            for stage, value in (stages if isinstance(stages, dict) else {}).items():
+                result.stages.setdefault(stage, []).append(value)
+            result.peak_mb = max(result.peak_mb, mem.peak_mb)
+            result.delta_mb = max(result.delta_mb, mem.delta_mb)
+    return results
 
 
 def cli_path(src: Path, dst: Path, cfg, backend) -> dict[str, float]:
@@ -119,7 +121,8 @@ def fmt_row(cells: list) -> str:
 def run(args: argparse.Namespace) -> str:
     base = load_config(args.config)
     cfg = with_overrides(base, BASE_OVERRIDES)
-    smart_cfg = with_overrides(base, {**BASE_OVERRIDES, "postprocess.smart_chopping": True}) if SMART_AVAILABLE else None
+    smart_cfg = (with_overrides(base, {**BASE_OVERRIDES, "postprocess.smart_chopping": True})
+                 if SMART_AVAILABLE else None)
     status = backend_status(cfg)
     load_start = os.getloadavg()[0]
     sections = []
@@ -142,21 +145,26 @@ def run(args: argparse.Namespace) -> str:
                 cli_path(src, tmp / "warmup.png", cfg, backend)
                 if raw is not None:
                     raw(lr)
-            m_raw = measure(lambda: raw(lr), repeats) if raw is not None else None
-            m_pipe = measure(lambda: cli_path(src, tmp / f"out_{size}.png", cfg, backend), repeats)
+            fns = {"pipeline": lambda: cli_path(src, tmp / f"out_{size}.png", cfg, backend)}
+            if raw is not None:
+                fns["raw"] = lambda: raw(lr)
+            if smart_backend is not None:
+                fns["smart"] = lambda: cli_path(src, tmp / f"smart_{size}.png", smart_cfg, smart_backend)
+            measured = measure(fns, repeats)
+            m_raw, m_pipe, m_smart = measured.get("raw"), measured["pipeline"], measured.get("smart")
             mp = size * size / 1e6
             overhead = f"{(m_pipe.median / m_raw.median - 1) * 100:+.0f} %" if m_raw else "–"
             rows.append([f"{size}²", repeats, f"{m_raw.median:.3f}" if m_raw else "–", f"{m_pipe.median:.3f}",
                          overhead, " / ".join(f"{m_pipe.stage(k):.3f}" for k in ("read", "upscale", "write")),
                          f"{m_raw.median / mp:.1f}" if m_raw else "–", f"{m_pipe.median / mp:.1f}",
-                         f"{m_raw.delta_mb:.0f}" if m_raw else "–", f"{m_pipe.delta_mb:.0f}", f"{m_pipe.peak_mb:.0f}"])
+                         f"{m_raw.delta_mb:.0f}" if m_raw else "–", f"{m_pipe.delta_mb:.0f}",
+                         f"{m_pipe.peak_mb:.0f}"])
             print(f"{name} {size}²: raw {rows[-1][2]} s, pipeline {rows[-1][3]} s ({overhead}; read/upscale/write "
                   f"{rows[-1][5]} s), {rows[-1][7]} s/MP", flush=True)
-            if smart_backend is not None:
-                m_smart = measure(lambda: cli_path(src, tmp / f"smart_{size}.png", smart_cfg, smart_backend),
-                                  repeats)
+            if m_smart is not None:
                 chop_rows.append([f"{size}²", int(m_pipe.stage("patches")), int(m_smart.stage("patches")),
-                                  smart_grid_size(name, smart_cfg, lr), f"{m_pipe.median:.3f}", f"{m_smart.median:.3f}",
+                                  smart_grid_size(name, smart_cfg, lr), f"{m_pipe.median:.3f}",
+                                  f"{m_smart.median:.3f}",
                                   f"{m_smart.median / m_pipe.median:.2f}×", f"{m_smart.delta_mb:.0f}"])
                 print(f"{name} {size}²: smart chopping {m_smart.median:.3f} s ({chop_rows[-1][6]} of fixed)",
                       flush=True)
@@ -173,7 +181,7 @@ def run(args: argparse.Namespace) -> str:
             lines += [fmt_row(r) for r in chop_rows]
         sections.append("\n".join(lines))
     load_end = os.getloadavg()[0]
-    command = " ".join(shlex.quote(a) for a in ["python", "benchmark.py", *args.argv])
+    command = documented_command("benchmark.py", args.argv)
     header = [
         "# Benchmarks", "",
         "Generated by `benchmark.py` with:", "", "```", command, "```", "",
@@ -181,7 +189,8 @@ def run(args: argparse.Namespace) -> str:
         f"Python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}.",
         f"- 1-min load average at start / end: {load_start:.1f} / {load_end:.1f} (the machine is shared; "
         "timings scale with how busy it was).",
-        "- Input: Set5 `baby.png` resized to each size. Times are medians over the repeats, after one warm-up call.",
+        "- Input: Set5 `baby.png` resized to each size. Times are medians over the repeats, after one warm-up call; "
+        "raw, pipeline and smart runs alternate, so each comparison sees the same background load.",
         "- raw: the model alone on the whole input (Real-ESRGAN: one direct ncnn call; bicubic: one "
         "`F.interpolate`). pipeline: the CLI path, read PNG → `utils.pipeline` (chopping, post-processing off) "
         "→ write PNG; overhead is pipeline / raw − 1 (chopping overlap, blending, colour conversion, PNG I/O), "
@@ -195,7 +204,7 @@ def run(args: argparse.Namespace) -> str:
         else "- Smart chopping: not measured (utils/smart_chopping.py is absent).",
         "",
     ]
-    return "\n".join(header) + "\n\n".join(sections) + "\n"
+    return "\n".join(header).rstrip() + "\n\n" + "\n\n".join(sections) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -114,3 +114,11 @@ def test_summary_table_without_variants_has_no_delta_columns():
 def test_summary_table_flags_a_stage_without_effect():
     rows = [_row("r", "off", 30.0, 0.2), _row("r", "edge", 30.0, 0.2)]
     assert "edge (output identical to off)" in evaluate.summary_table(rows)
+
+
+def test_documented_command_records_cpu_pinning(monkeypatch):
+    monkeypatch.setattr(evaluate.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert evaluate.documented_command("evaluate.py", ["--out", "a b"]) == "taskset -c 1 python evaluate.py --out 'a b'"
+    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert evaluate.documented_command("evaluate.py", []) == "python evaluate.py"
