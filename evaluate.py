@@ -65,7 +65,9 @@ ABLATIONS = {
     "color_fix=wavelet": {"color_fix": "wavelet"},
     "color_fix=histogram": {"color_fix": "histogram"},
     "color_fix=hybrid": {"color_fix": "hybrid"},
-    "smart_chopping": {"postprocess.smart_chopping": True},
+    # Set14's LR images fit one default 256-px tile, so chopping is ablated with 64-px tiles.
+    "tiles=64": {"realesrgan.tile_size": 64},
+    "tiles=64+smart_chopping": {"realesrgan.tile_size": 64, "postprocess.smart_chopping": True},
     "attention_fusion": {"postprocess.attention_fusion": True},
     "edge_enhancement=0.5": {"postprocess.edge_enhancement": 0.5},
 }

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from datapipe.image_io import list_images, read_image, write_image
-from utils.chopping import ProgressFn, blend_patches, pad_to_multiple, reflect_pad_to_patch
+from utils.chopping import PatchGrid, ProgressFn, blend_patches, pad_to_multiple, reflect_pad_to_patch
 from utils.color_fix import METHODS as COLOR_FIX_METHODS
 from utils.config import DEFAULT_TIMESTEPS
 from utils.devices import cpu_threads, pick_device
@@ -209,7 +209,8 @@ class InvSamplerSR:
         padded, top, left = reflect_pad_to_patch(x, pch)
         if padded.shape[-2:] != (pch, pch):
             padded = pad_to_multiple(padded, self.models.mod_lq)
-        grid, window = plan_chopping(padded, pch, pch // 2, self.configs)
+        fixed = PatchGrid.regular(padded.shape[-2], padded.shape[-1], pch, pch // 2)
+        grid, window = plan_chopping(padded, pch, fixed, self.configs)
         seed = int(self.configs.seed)
         gen_vae = [torch.Generator().manual_seed(seed) for _ in range(b)]
         gen_noise = [torch.Generator().manual_seed(seed + 1) for _ in range(b)]

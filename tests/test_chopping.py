@@ -30,6 +30,27 @@ def test_grid_covers_every_pixel_and_ends_at_border(length):
     assert starts == sorted(set(starts))
 
 
+@pytest.mark.parametrize("h,w,tile,overlap,size,rows,cols", [
+    (512, 512, 256, 32, (192, 192), [0, 160, 320], [0, 160, 320]),
+    (300, 200, 256, 32, (166, 200), [0, 134], [0]),
+    (256, 257, 256, 32, (256, 145), [0], [0, 112]),
+    (100, 90, 256, 32, (100, 90), [0], [0]),
+])
+def test_balanced_grid_known_values(h, w, tile, overlap, size, rows, cols):
+    grid = PatchGrid.balanced(h, w, tile, overlap)
+    assert (grid.height, grid.width) == size
+    assert grid.starts == tuple((r, c) for r in rows for c in cols)
+
+
+@pytest.mark.parametrize("length", [33, 64, 65, 200, 257, 511, 1000])
+def test_balanced_grid_covers_with_at_least_the_overlap_and_never_more_tiles(length):
+    grid = PatchGrid.balanced(length, 7, 64, 16)
+    rows = sorted({r for r, _ in grid.starts})
+    assert grid.height <= 64 and rows[0] == 0 and rows[-1] + grid.height == length
+    assert all(b - a <= grid.height - 16 for a, b in zip(rows, rows[1:]))  # overlap ≥ 16
+    assert len(rows) == len(grid_starts(length, 64, 48))  # as few tiles as the plain grid
+
+
 def test_gaussian_window_matches_reference_definition():
     import cv2
 

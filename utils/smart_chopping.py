@@ -75,11 +75,11 @@ def attention_window(method: str = "sobel", floor: float = ATTENTION_FLOOR) -> W
     return window
 
 
-def plan_chopping(x: torch.Tensor, pch: int, stride: int, cfg) -> tuple[PatchGrid, WindowFn | None]:
-    """Grid and blending window for ``x`` (b×c×h×w) as every backend uses them: a fixed ``stride``
-    with the Gaussian window, or, with ``postprocess.smart_chopping``, complexity-driven overlap and
-    attention-weighted blending."""
+def plan_chopping(x: torch.Tensor, pch: int, fixed: PatchGrid, cfg) -> tuple[PatchGrid, WindowFn | None]:
+    """Grid and blending window for ``x`` (b×c×h×w) as every backend uses them: the backend's
+    ``fixed`` grid with the Gaussian window, or, with ``postprocess.smart_chopping``, ``pch`` patches
+    with complexity-driven overlap and attention-weighted blending."""
     pp = cfg.postprocess
     if not pp.smart_chopping:
-        return PatchGrid.regular(x.shape[-2], x.shape[-1], pch, stride), None
+        return fixed, None
     return smart_grid(x, pch, pp.min_overlap, pp.max_overlap), attention_window()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.backends.base import Availability, Backend
-from utils.chopping import ProgressFn, blend_patches
+from utils.chopping import PatchGrid, ProgressFn, blend_patches
 from utils.smart_chopping import plan_chopping
 
 
@@ -27,6 +27,7 @@ class BicubicBackend(Backend):
 
     def upscale(self, lr: torch.Tensor, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         tile, overlap = self.cfg.bicubic.tile_size, self.cfg.bicubic.tile_overlap
-        grid, window = plan_chopping(lr, tile, tile - overlap, self.cfg)
+        fixed = PatchGrid.balanced(lr.shape[-2], lr.shape[-1], tile, overlap)
+        grid, window = plan_chopping(lr, tile, fixed, self.cfg)
         with torch.inference_mode():
             return blend_patches(lr, self._patch, grid, self.scale, window=window, progress=progress)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from utils.backends.base import Availability, Backend, BackendUnavailable
-from utils.chopping import ProgressFn, blend_patches
+from utils.chopping import PatchGrid, ProgressFn, blend_patches
 from utils.devices import cpu_threads
 from utils.smart_chopping import plan_chopping
 
@@ -83,8 +83,8 @@ class NcnnNet:
 
 
 @lru_cache(maxsize=2)
-def load_net(param: Path, weights: Path) -> NcnnNet:
-    return NcnnNet(param, weights, use_gpu=vulkan_gpu_count() > 0, threads=cpu_threads())
+def load_net(param: Path, weights: Path, threads: int) -> NcnnNet:
+    return NcnnNet(param, weights, use_gpu=vulkan_gpu_count() > 0, threads=threads)
 
 
 class RealESRGANBackend(Backend):
@@ -95,7 +95,7 @@ class RealESRGANBackend(Backend):
         status = self.availability(cfg)
         if not status.ok:
             raise BackendUnavailable(status.reason)
-        self.net = load_net(*model_files(cfg))
+        self.net = load_net(*model_files(cfg), cfg.realesrgan.get("threads") or cpu_threads())
 
     @classmethod
     def availability(cls, cfg) -> Availability:
@@ -122,5 +122,6 @@ class RealESRGANBackend(Backend):
 
     def upscale(self, lr: torch.Tensor, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         tile, overlap = self.cfg.realesrgan.tile_size, self.cfg.realesrgan.tile_overlap
-        grid, window = plan_chopping(lr, tile, tile - overlap, self.cfg)
+        fixed = PatchGrid.balanced(lr.shape[-2], lr.shape[-1], tile, overlap)
+        grid, window = plan_chopping(lr, tile, fixed, self.cfg)
         return blend_patches(lr, self._patch, grid, self.scale, window=window, progress=progress)
