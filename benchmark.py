@@ -7,7 +7,9 @@ wall time over repeats of
   raw       the model alone on the whole input (Real-ESRGAN: one direct ncnn call; bicubic: one
             F.interpolate), no chopping, no file I/O;
   pipeline  the CLI path: read the PNG → utils.pipeline (chopping, post-processing off) → write the PNG;
-  smart     the same CLI path with postprocess.smart_chopping on (when utils/smart_chopping.py exists),
+  smart     the same CLI path with postprocess.smart_chopping on,
+  cli       `python inference_invsr.py -i in.png -o out.png --backend NAME` with default settings, as a new
+            process (interpreter start, imports and model loading included),
 and the peak resident memory while each ran. Seconds per input megapixel show whether time scales
 linearly with the image area.
 """
@@ -17,6 +19,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +39,9 @@ from utils.devices import cpu_threads
 from utils.metrics import PeakRSS
 from datapipe.image_io import read_image, write_image
 from utils.pipeline import upscale_image
+from utils.smart_chopping import smart_grid
 
 SOURCE_IMAGE = DATASETS_ROOT / "Set5" / "baby.png"  # 512×512, so every size is a downscale of real content
-SMART_AVAILABLE = (PROJECT_ROOT / "utils" / "smart_chopping.py").is_file()
 
 
 @dataclass
@@ -89,6 +92,12 @@ def cli_path(src: Path, dst: Path, cfg, backend) -> dict[str, float]:
             "patches": patches[-1] if patches else 0}
 
 
+def cli_process(src: Path, dst: Path, backend_name: str) -> None:
+    """The command line as a user runs it, default settings, in a fresh process."""
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "inference_invsr.py"), "-i", str(src), "-o", str(dst),
+                    "--backend", backend_name, "--overwrite"], check=True, capture_output=True)
+
+
 def test_image(size: int) -> np.ndarray:
     with Image.open(SOURCE_IMAGE) as im:
         return np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC))
@@ -106,10 +115,8 @@ def raw_forward(backend) -> Optional[Callable[[torch.Tensor], object]]:
 def smart_grid_size(backend_name: str, cfg, lr: torch.Tensor) -> Optional[int]:
     """Patches utils.smart_chopping.smart_grid plans for this input at the backend's tile size."""
     section = cfg.get(backend_name)
-    if not SMART_AVAILABLE or section is None or "tile_size" not in section:
+    if section is None or "tile_size" not in section:
         return None
-    from utils.smart_chopping import smart_grid
-
     pp = cfg.postprocess
     return len(smart_grid(lr, section.tile_size, pp.min_overlap, pp.max_overlap))
 
@@ -121,8 +128,7 @@ def fmt_row(cells: list) -> str:
 def run(args: argparse.Namespace) -> str:
     base = load_config(args.config)
     cfg = with_overrides(base, BASE_OVERRIDES)
-    smart_cfg = (with_overrides(base, {**BASE_OVERRIDES, "postprocess.smart_chopping": True})
-                 if SMART_AVAILABLE else None)
+    smart_cfg = with_overrides(base, {**BASE_OVERRIDES, "postprocess.smart_chopping": True})
     status = backend_status(cfg)
     load_start = os.getloadavg()[0]
     sections = []
@@ -132,7 +138,7 @@ def run(args: argparse.Namespace) -> str:
             print(f"skipping {name}: {status[name].reason if name in status else 'unknown backend'}", file=sys.stderr)
             continue
         backend = create_backend(name, cfg)
-        smart_backend = create_backend(name, smart_cfg) if smart_cfg is not None else None
+        smart_backend = create_backend(name, smart_cfg)
         raw = raw_forward(backend)
         rows, chop_rows = [], []
         for size in args.sizes:
@@ -145,34 +151,35 @@ def run(args: argparse.Namespace) -> str:
                 cli_path(src, tmp / "warmup.png", cfg, backend)
                 if raw is not None:
                     raw(lr)
-            fns = {"pipeline": lambda: cli_path(src, tmp / f"out_{size}.png", cfg, backend)}
+            fns = {"pipeline": lambda: cli_path(src, tmp / f"out_{size}.png", cfg, backend),
+                   "smart": lambda: cli_path(src, tmp / f"smart_{size}.png", smart_cfg, smart_backend),
+                   "cli": lambda: cli_process(src, tmp / f"cli_{size}.png", name)}
             if raw is not None:
                 fns["raw"] = lambda: raw(lr)
-            if smart_backend is not None:
-                fns["smart"] = lambda: cli_path(src, tmp / f"smart_{size}.png", smart_cfg, smart_backend)
             measured = measure(fns, repeats)
-            m_raw, m_pipe, m_smart = measured.get("raw"), measured["pipeline"], measured.get("smart")
+            m_raw, m_pipe, m_smart, m_cli = (measured.get("raw"), measured["pipeline"], measured["smart"],
+                                             measured["cli"])
             mp = size * size / 1e6
             overhead = f"{(m_pipe.median / m_raw.median - 1) * 100:+.0f} %" if m_raw else "–"
+            cli_ratio = f"{m_cli.median / m_raw.median:.2f}×" if m_raw else "–"
             rows.append([f"{size}²", repeats, f"{m_raw.median:.3f}" if m_raw else "–", f"{m_pipe.median:.3f}",
-                         overhead, " / ".join(f"{m_pipe.stage(k):.3f}" for k in ("read", "upscale", "write")),
+                         overhead, f"{m_cli.median:.3f}", cli_ratio,
+                         " / ".join(f"{m_pipe.stage(k):.3f}" for k in ("read", "upscale", "write")),
                          f"{m_raw.median / mp:.1f}" if m_raw else "–", f"{m_pipe.median / mp:.1f}",
                          f"{m_raw.delta_mb:.0f}" if m_raw else "–", f"{m_pipe.delta_mb:.0f}",
                          f"{m_pipe.peak_mb:.0f}"])
             print(f"{name} {size}²: raw {rows[-1][2]} s, pipeline {rows[-1][3]} s ({overhead}; read/upscale/write "
-                  f"{rows[-1][5]} s), {rows[-1][7]} s/MP", flush=True)
-            if m_smart is not None:
-                chop_rows.append([f"{size}²", int(m_pipe.stage("patches")), int(m_smart.stage("patches")),
-                                  smart_grid_size(name, smart_cfg, lr), f"{m_pipe.median:.3f}",
-                                  f"{m_smart.median:.3f}",
-                                  f"{m_smart.median / m_pipe.median:.2f}×", f"{m_smart.delta_mb:.0f}"])
-                print(f"{name} {size}²: smart chopping {m_smart.median:.3f} s ({chop_rows[-1][6]} of fixed)",
-                      flush=True)
+                  f"{rows[-1][7]} s), CLI process {rows[-1][5]} s ({cli_ratio} of raw), {rows[-1][9]} s/MP",
+                  flush=True)
+            chop_rows.append([f"{size}²", int(m_pipe.stage("patches")), int(m_smart.stage("patches")),
+                              smart_grid_size(name, smart_cfg, lr), f"{m_pipe.median:.3f}", f"{m_smart.median:.3f}",
+                              f"{m_smart.median / m_pipe.median:.2f}×", f"{m_smart.delta_mb:.0f}"])
+            print(f"{name} {size}²: smart chopping {m_smart.median:.3f} s ({chop_rows[-1][6]} of fixed)", flush=True)
         lines = [f"### {name} ({backend.device})", "",
-                 fmt_row(["input", "repeats", "raw s", "pipeline s", "pipeline overhead", "read / upscale / write s",
-                          "raw s/MP", "pipeline s/MP", "raw peak RSS Δ MiB", "pipeline peak RSS Δ MiB",
-                          "pipeline peak RSS MiB"]),
-                 "|" + "---|" * 11]
+                 fmt_row(["input", "repeats", "raw s", "pipeline s", "pipeline overhead", "CLI process s",
+                          "CLI / raw", "read / upscale / write s", "raw s/MP", "pipeline s/MP", "raw peak RSS Δ MiB",
+                          "pipeline peak RSS Δ MiB", "pipeline peak RSS MiB"]),
+                 "|" + "---|" * 13]
         lines += [fmt_row(r) for r in rows]
         if chop_rows:
             lines += ["", f"Fixed vs smart chopping ({name}, CLI path; patches of {cfg[name].tile_size} input px):",
@@ -198,10 +205,12 @@ def run(args: argparse.Namespace) -> str:
         "- s/MP: seconds per input megapixel; a constant value means time grows linearly with the area.",
         "- Peak RSS Δ: growth of the sampled resident memory over its value when the call started; peak RSS: "
         "the absolute peak of the process (includes the loaded models).",
+        "- CLI process: `inference_invsr.py` on the same PNG with default settings (colour fix included) as a "
+        "new process, so interpreter start-up, imports and model loading count; CLI / raw is the end-to-end "
+        "cost of the command line relative to one bare model call.",
         "- Smart chopping: the CLI path with `postprocess.smart_chopping: true`. \"patches run\" counts the "
         "patches the backend really processed; if it equals the fixed count while `smart_grid` plans a different "
-        "number, the pipeline did not apply the setting." if SMART_AVAILABLE
-        else "- Smart chopping: not measured (utils/smart_chopping.py is absent).",
+        "number, the pipeline did not apply the setting.",
         "",
     ]
     return "\n".join(header).rstrip() + "\n\n" + "\n\n".join(sections) + "\n"
