@@ -48,6 +48,24 @@ def test_wavelet_decomposition_sums_back_and_self_fix_is_identity():
     assert torch.allclose(wavelet_color_fix(x, x), x, atol=1e-6)
 
 
+@pytest.mark.parametrize("radius", [1, 2, 16])
+def test_binomial_blur_equals_the_dilated_3x3_convolution(radius):
+    from utils.color_fix import _binomial_blur
+
+    x = torch.rand(2, 3, 37, 41, generator=torch.Generator().manual_seed(radius))
+    k1 = torch.tensor([1.0, 2.0, 1.0]) / 4
+    kernel = torch.outer(k1, k1).expand(3, 1, 3, 3)
+    expected = F.conv2d(F.pad(x, (radius,) * 4, mode="replicate"), kernel, groups=3, dilation=radius)
+    torch.testing.assert_close(_binomial_blur(x, radius), expected, atol=1e-6, rtol=0)
+
+
+def test_wavelet_fix_is_result_high_plus_reference_low():
+    res, ref = _image(8), _image(9)
+    high, _ = wavelet_decompose(res)
+    _, low = wavelet_decompose(ref)
+    torch.testing.assert_close(wavelet_color_fix(res, ref), (high + low).clamp(0, 1), atol=1e-6, rtol=0)
+
+
 def test_wavelet_fix_takes_reference_low_frequencies():
     res = _image(4)
     ref = (res + 0.1).clamp(0, 1)  # a global colour cast is pure low frequency

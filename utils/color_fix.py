@@ -67,29 +67,37 @@ def ycbcr_color_fix(result: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 
 
 def _binomial_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """3×3 binomial blur ([1,2,1]ᵀ[1,2,1]/16) with taps ``radius`` apart, replicate padding."""
-    k1 = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype) / 4.0
-    kernel = torch.outer(k1, k1).expand(x.shape[1], 1, 3, 3)
+    """3×3 binomial blur ([1,2,1]ᵀ[1,2,1]/16) with taps ``radius`` apart, replicate padding.
+
+    The kernel is separable, and three shifted slices per axis are several times faster on the CPU
+    than a depthwise dilated convolution.
+    """
     x = F.pad(x, (radius,) * 4, mode="replicate")
-    return F.conv2d(x, kernel, groups=kernel.shape[0], dilation=radius)
+    for dim in (-2, -1):
+        n = x.shape[dim] - 2 * radius
+        x = (x.narrow(dim, 0, n) + 2 * x.narrow(dim, radius, n) + x.narrow(dim, 2 * radius, n)) / 4
+    return x
 
 
 def wavelet_decompose(x: torch.Tensor, levels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(high, low) with ``high + low == x``: low is ``levels`` cascaded blurs of radius 2^i."""
-    high = torch.zeros_like(x)
+    """(high, low) with ``high + low == x``: low is ``levels`` cascaded blurs of radius 2^i (the sum of
+    the per-level detail bands telescopes to ``x − low``)."""
+    low = x
     for i in range(levels):
-        low = _binomial_blur(x, 2 ** i)
-        high = high + (x - low)
-        x = low
-    return high, x
+        low = _binomial_blur(low, 2 ** i)
+    return x - low, low
 
 
 def wavelet_color_fix(result: torch.Tensor, reference: torch.Tensor, levels: int = 5) -> torch.Tensor:
-    """High frequencies of the result + low frequencies (the last blur level) of the reference."""
+    """High frequencies of the result + low frequencies (the last blur level) of the reference.
+
+    The blur cascade is linear (replicate padding included), so ``high(res) + low(ref)`` equals
+    ``res + low(ref − res)``: one decomposition instead of two.
+    """
     _check(result, reference)
-    high, _ = wavelet_decompose(_work(result), levels)
-    _, low = wavelet_decompose(_work(reference).to(result.device), levels)
-    return _finish(high + low, result)
+    res = _work(result)
+    _, low = wavelet_decompose(_work(reference).to(result.device) - res, levels)
+    return _finish(res + low, result)
 
 
 def histogram_color_fix(
