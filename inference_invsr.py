@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from datapipe.image_io import ImageError, is_image_file, list_images
 from utils.backends import BACKENDS, BackendUnavailable, create_backend, resolve_backend_name
-from utils.config import load_config, with_overrides
+from utils.config import load_config, parse_timesteps, with_overrides
 from utils.invsr_weights import WeightsNotFound, download_weights
 from utils.color_fix import METHODS as COLOR_FIXES
 from utils.pipeline import FUSION_METHODS, BatchItem, check_stages, plan_outputs, process_batch
@@ -25,11 +25,11 @@ PATCH_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan
                   "bicubic": "bicubic.tile_size"}
 
 
-def parse_timesteps(text: str) -> list[int]:
+def timesteps_type(text: str) -> list[int]:
     try:
-        return [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"timesteps must be comma-separated integers, got '{text}'")
+        return parse_timesteps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def outscale_type(text: str) -> float:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: invsr when its weights are available, else realesrgan")
     p.add_argument("--cfg_path", default=None, help="OmegaConf YAML (default configs/sample-sd-turbo.yaml)")
     p.add_argument("--num_steps", type=int, choices=range(1, 6), default=None, help="InvSR sampling steps")
-    p.add_argument("--timesteps", type=parse_timesteps, default=None, help="InvSR timesteps, e.g. 200,100,50")
+    p.add_argument("--timesteps", type=timesteps_type, default=None, help="InvSR timesteps, e.g. 200,100,50")
     p.add_argument("--chopping_size", type=int, default=None, help="patch size in input pixels")
     p.add_argument("--chopping_bs", type=int, default=None, help="patches per model call (InvSR)")
     p.add_argument("--color_fix", choices=COLOR_FIXES, default=None)

@@ -9,7 +9,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app_server import running_app
-from utils.app_settings import Settings, config_for, parse_timesteps
+from utils.app_settings import Settings, config_for
+from utils.config import parse_timesteps
 from utils.config import load_config
 
 SET5 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "Set5"

@@ -56,6 +56,8 @@ def test_single_file_outscale_and_format(tmp_path):
 
 
 def test_clear_errors_for_bad_arguments(tmp_path):
+    res = run_cli("-i", tmp_path, "-o", tmp_path / "o", "--timesteps", "100,200")
+    assert res.returncode == 2 and "strictly descending" in res.stderr
     res = run_cli("-i", tmp_path / "nothing", "-o", tmp_path / "o", "--backend", "bicubic")
     assert res.returncode == 2 and "nothing: file not found" in res.stderr
     (tmp_path / "empty").mkdir()

@@ -7,15 +7,14 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from inference_invsr import COLOR_FIXES, PATCH_SIZE_KEY
-from utils.config import DEFAULT_TIMESTEPS, with_overrides
+from utils.config import DEFAULT_TIMESTEPS, parse_timesteps, with_overrides
+from utils.pipeline import FUSION_METHODS
 
 CHOPPING_SIZES = (128, 256)
 FORMATS = ("png", "webp", "jpeg")
-FUSION_METHODS = ("weighted", "max")
 MIN_OVERLAP_RANGE = (0.15, 0.40)
 MAX_OVERLAP_RANGE = (0.40, 0.60)
 OUTSCALE_RANGE = (1.0, 4.0)
-MAX_TIMESTEP = 999  # SD-Turbo's scheduler has 1000 training timesteps
 # Settings that only mean something to the diffusion backend.
 INVSR_ONLY = ("num_steps", "timesteps", "adaptive_scheduler", "adaptive_guidance", "seed")
 
@@ -68,23 +67,6 @@ class Settings:
             format=str(cfg.output.format),
             quality=int(cfg.output.quality),
         )
-
-
-
-def parse_timesteps(text: str) -> list[int] | None:
-    """"200, 100,50" -> [200, 100, 50]; "" -> None. 1-5 strictly descending integers in 1..999."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        steps = [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise ValueError(f"timesteps must be comma-separated integers (e.g. 200,100,50), got '{text}'") from None
-    if not 1 <= len(steps) <= max(DEFAULT_TIMESTEPS):
-        raise ValueError(f"give 1 to {max(DEFAULT_TIMESTEPS)} timesteps, got {len(steps)}")
-    if any(not 1 <= t <= MAX_TIMESTEP for t in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
-        raise ValueError(f"timesteps must be strictly descending values in 1..{MAX_TIMESTEP}, got {steps}")
-    return steps
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -10,6 +10,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "sample-sd-turbo.yaml"
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 
+MAX_TIMESTEP = 999  # SD-Turbo's scheduler has 1000 training timesteps
 # Default timestep lists of the reference InvSR, by number of steps.
 DEFAULT_TIMESTEPS = {
     1: [200],
@@ -18,6 +19,22 @@ DEFAULT_TIMESTEPS = {
     4: [200, 150, 100, 50],
     5: [250, 200, 150, 100, 50],
 }
+
+
+def parse_timesteps(text: str) -> list[int] | None:
+    """"200, 100,50" -> [200, 100, 50]; "" -> None. 1-5 strictly descending integers in 1..999."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        steps = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ValueError(f"timesteps must be comma-separated integers (e.g. 200,100,50), got '{text}'") from None
+    if not 1 <= len(steps) <= max(DEFAULT_TIMESTEPS):
+        raise ValueError(f"give 1 to {max(DEFAULT_TIMESTEPS)} timesteps, got {len(steps)}")
+    if any(not 1 <= t <= MAX_TIMESTEP for t in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"timesteps must be strictly descending values in 1..{MAX_TIMESTEP}, got {steps}")
+    return steps
 
 
 def load_config(path: Optional[str | Path] = None) -> DictConfig:
