@@ -31,15 +31,16 @@ def resolve_backend_name(cfg: DictConfig, requested: str | None = None) -> tuple
     """(backend name, notice for the user). ``auto`` means InvSR when its weights resolve, else the
     offline default; an explicitly requested backend that cannot run raises BackendUnavailable."""
     name = requested or cfg.get("backend", "auto") or "auto"
-    status = backend_status(cfg)
     if name == "auto":
-        if status["invsr"].ok:
+        invsr = InvSRBackend.availability(cfg)
+        if invsr.ok:
             return "invsr", "using InvSR"
-        return OFFLINE_DEFAULT, f"InvSR weights not available, using the offline default Real-ESRGAN x4plus ({status['invsr'].reason})"
-    if name not in status:
-        raise BackendUnavailable(f"unknown backend '{name}'; choose one of {', '.join(status)}")
-    if not status[name].ok:
-        raise BackendUnavailable(status[name].reason)
+        return OFFLINE_DEFAULT, f"InvSR weights not available, using the offline default Real-ESRGAN x4plus ({invsr.reason})"
+    if name not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    status = BACKENDS[name].availability(cfg)
+    if not status.ok:
+        raise BackendUnavailable(status.reason)
     return name, f"using {name}"
 
 
