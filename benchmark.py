@@ -39,7 +39,7 @@ from utils.config import PROJECT_ROOT, load_config, with_overrides
 from utils.devices import cpu_threads
 from utils.metrics import PeakRSS
 from datapipe.image_io import read_image, write_image
-from utils.pipeline import upscale_image
+from utils.pipeline import to_tensor, upscale_image
 from utils.smart_chopping import smart_grid
 
 SOURCE_IMAGE = DATASETS_ROOT / "Set5" / "baby.png"  # 512×512, so every size is a downscale of real content
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> str:
         for size in args.sizes:
             repeats = args.repeats if size < args.large else args.repeats_large
             img = test_image(size)
-            lr = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+            lr = to_tensor(img.astype(np.float32) / 255.0)
             src = tmp / f"in_{size}.png"
             Image.fromarray(img).save(src)
             if size == args.sizes[0]:  # first calls pay one-off initialisation; keep it out of the medians

@@ -39,7 +39,7 @@ from utils.backends import backend_status, create_backend
 from utils.config import PROJECT_ROOT, load_config, with_overrides
 from utils.devices import cpu_threads
 from utils.metrics import LPIPS, PeakRSS, score_pair
-from utils.pipeline import run_pipeline
+from utils.pipeline import run_pipeline, to_array, to_tensor
 
 DATASETS_ROOT = PROJECT_ROOT.parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("Set5", "Set14", "BSD68")
@@ -98,7 +98,7 @@ def make_lr(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """1×3×H×W float in [0, 1] -> H×W×3 uint8, as the image would be saved."""
-    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return (np.clip(to_array(x), 0, 1) * 255.0).round().astype(np.uint8)
 
 
 def resolve_dataset(name: str) -> Path:
@@ -171,7 +171,7 @@ def run_backend(backend_name: str, config_name: str, cfg: DictConfig, dataset: P
                 backend = create_backend(backend_name, cfg)
             hr = modcrop(load_rgb(path), scorer.scale)
             lr = make_lr(hr, scorer.scale)
-            lr_t = torch.from_numpy(lr.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+            lr_t = to_tensor(lr.astype(np.float32) / 255.0)
             with PeakRSS() as mem:
                 start = time.perf_counter()
                 sr_t, info = run_pipeline(lr_t, cfg, backend)
