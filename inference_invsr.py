@@ -8,177 +8,169 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 
-from tqdm import tqdm
+from omegaconf import OmegaConf
 
-from datapipe.image_io import ImageError, is_image_file, list_images
-from utils.backends import BACKENDS, BackendUnavailable, create_backend, resolve_backend_name
-from utils.config import load_config, parse_timesteps, with_overrides
-from utils.invsr_weights import WeightsNotFound, download_weights
-from utils.color_fix import METHODS as COLOR_FIXES
-from utils.pipeline import FUSION_METHODS, BatchItem, check_stages, plan_outputs, process_batch
+from utils.backends import BACKEND_CHOICES, BackendUnavailable, resolve_backend_name
+from utils.batch.console import EXIT_USAGE, run_batch_command
+from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, TILE_SIZE_KEY, ConfigError,
+                          config_problems, load_config, parse_timesteps, with_overrides)
+from utils.devices import set_threads
+from utils.studio.settings import applies_only_to, inapplicable
 
-# Which config key "chopping size" means for each backend.
-PATCH_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.tile_size",
-                  "bicubic": "bicubic.tile_size"}
+POSTPROCESS_FLAGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "max_overlap", "attention_fusion",
+                     "fusion_method", "edge_enhancement", "adaptive_guidance")
+# Flag -> the config key it sets; --tile_size, --overlap and --denoise set a key of the chosen backend.
+FLAG_KEYS = {
+    "num_steps": "num_steps", "timesteps": "timesteps", "chopping_bs": "basesr.chopping.extra_bs",
+    "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "format": "output.format",
+    "quality": "output.quality", "threads": "threads", "sd_path": "sd_pipe.params.pretrained_model_name_or_path",
+    "started_ckpt_path": "model_start.ckpt_path", **{key: f"postprocess.{key}" for key in POSTPROCESS_FLAGS},
+}
+ENGINES = ("local", "ray")
+EXAMPLES = """examples:
+  %(prog)s -i photo.jpg -o out/                                   one file, the default backend
+  %(prog)s -i photos/ -o out/ --backend span --outscale 2         a folder, fast ×2
+  %(prog)s -i scans/ -o out/ --format jpeg --quality 90 -r        sub-folders too, JPEG output
+  %(prog)s -i photo.jpg -o out/ --backend invsr --num_steps 2     diffusion (needs the InvSR weights)
+  %(prog)s -i big.png -o out/ --tile_size 256 --overlap 16        smaller tiles, less memory
+  %(prog)s -i photos/ -o /shared/out --engine ray --workers 4     on Ray (embedded, or --ray-address)
+
+Unset options take their value from the config (--cfg_path); a setting the chosen backend does not use
+is refused, and a bad value stops the run before any work (exit 2)."""
 
 
 def timesteps_type(text: str) -> list[int]:
     try:
         return parse_timesteps(text)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def outscale_type(text: str) -> float:
-    value = float(text)
-    if not 1 <= value <= 4:
-        raise argparse.ArgumentTypeError("outscale must be between 1 and 4")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Image super-resolution (×4): InvSR, Real-ESRGAN or bicubic.")
+    cfg = load_config()  # the defaults shown in --help
+    pp = cfg.postprocess
+    tiles = ", ".join(f"{name} {OmegaConf.select(cfg, key)}" for name, key in TILE_SIZE_KEY.items())
+    p = argparse.ArgumentParser(description="Image super-resolution (×2-×4): InvSR, Real-ESRGAN, SPAN, "
+                                            "waifu2x or bicubic.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--in_path", required=True, help="input image or folder")
     p.add_argument("-o", "--out_path", required=True, help="output folder, or an output file for one input")
-    p.add_argument("--backend", choices=["auto", *sorted({"invsr", *BACKENDS})], default=None,
-                   help="default: invsr when its weights are available, else realesrgan")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
+                   help=f"default: {cfg.backend} (invsr when its weights are available, else realesrgan)")
     p.add_argument("--cfg_path", default=None, help="OmegaConf YAML (default configs/sample-sd-turbo.yaml)")
-    p.add_argument("--num_steps", type=int, choices=range(1, 6), default=None, help="InvSR sampling steps")
-    p.add_argument("--timesteps", type=timesteps_type, default=None, help="InvSR timesteps, e.g. 200,100,50")
-    p.add_argument("--chopping_size", type=int, default=None, help="patch size in input pixels")
-    p.add_argument("--chopping_bs", type=int, default=None, help="patches per model call (InvSR)")
-    p.add_argument("--color_fix", choices=COLOR_FIXES, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--outscale", type=outscale_type, default=None, help="final scale 1-4 (default 4)")
-    p.add_argument("--format", choices=["png", "webp", "jpeg"], default=None, help="output format (folder runs)")
-    p.add_argument("--sd_path", default=None, help="local SD-Turbo folder (diffusers layout)")
-    p.add_argument("--started_ckpt_path", default=None, help="local noise_predictor_sd_turbo_v5.pth")
-    pp = p.add_argument_group("post-processing (see docs/postprocessing.md)")
-    pp.add_argument("--adaptive_scheduler", action="store_true", default=None,
-                    help="InvSR: more steps for complex images")
-    pp.add_argument("--smart_chopping", action="store_true", default=None,
-                    help="overlap between --min_overlap and --max_overlap by local complexity")
-    pp.add_argument("--min_overlap", type=float, default=None, help="smart chopping, fraction of a patch (0.25)")
-    pp.add_argument("--max_overlap", type=float, default=None, help="smart chopping, fraction of a patch (0.50)")
-    pp.add_argument("--attention_fusion", action="store_true", default=None,
-                    help="blend the result with the bicubic upsampling where edges are weak")
-    pp.add_argument("--fusion_method", choices=FUSION_METHODS, default=None)
-    pp.add_argument("--edge_enhancement", type=float, default=None, metavar="STRENGTH",
-                    help="edge-aware sharpening, 0 (off) to 1")
-    pp.add_argument("--adaptive_guidance", action="store_true", default=None,
-                    help="InvSR with cfg_scale > 1: guidance scaled by complexity")
+    p.add_argument("--tile_size", "--chopping_size", type=int, default=None,
+                   help=f"tile (patch) size in input pixels; default per backend: {tiles}")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="context pixels each tile reads past its edge (all but invsr, whose patches overlap by "
+                        "half); default: the model's own")
+    p.add_argument("--chopping_bs", type=int, default=None,
+                   help=f"tiles per model call (default {cfg.basesr.chopping.extra_bs})")
+    p.add_argument("--color_fix", choices=COLOR_FIX_METHODS, default=None, help=f"default {cfg.color_fix}")
+    p.add_argument("--outscale", type=float, default=None, help=f"final scale 1-4 (default {cfg.outscale:g})")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
+                   help=f"output format when -o is a folder (default {cfg.output.format})")
+    p.add_argument("--quality", type=int, default=None, help=f"WebP/JPEG quality 1-100 (default {cfg.output.quality})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
+    invsr = p.add_argument_group("InvSR only")
+    invsr.add_argument("--num_steps", type=int, choices=range(1, MAX_STEPS + 1), default=None,
+                       help=f"sampling steps (default {cfg.num_steps}; replaces the config's timesteps with the "
+                            "default list)")
+    invsr.add_argument("--timesteps", type=timesteps_type, default=None, help="timesteps, e.g. 200,100,50")
+    invsr.add_argument("--seed", type=int, default=None, help=f"default {cfg.seed}")
+    invsr.add_argument("--sd_path", default=None, help="local SD-Turbo folder (diffusers layout)")
+    invsr.add_argument("--started_ckpt_path", default=None, help="local noise_predictor_sd_turbo_v5.pth")
+    p.add_argument_group("waifu2x only").add_argument(
+        "--denoise", type=int, default=None, help=f"JPEG noise removal -1 (off) to 3 (default {cfg.waifu2x.denoise})")
+    post = p.add_argument_group("post-processing (see docs/postprocessing.md); off unless given")
+    post.add_argument("--adaptive_scheduler", action="store_true", default=None,
+                      help="InvSR: more steps for complex images")
+    post.add_argument("--smart_chopping", action="store_true", default=None,
+                      help="overlap between --min_overlap and --max_overlap by local complexity")
+    post.add_argument("--min_overlap", type=float, default=None,
+                      help=f"smart chopping, fraction of a tile (default {pp.min_overlap})")
+    post.add_argument("--max_overlap", type=float, default=None,
+                      help=f"smart chopping, fraction of a tile (default {pp.max_overlap})")
+    post.add_argument("--attention_fusion", action="store_true", default=None,
+                      help="blend the result with the bicubic upsampling where edges are weak (not bicubic)")
+    post.add_argument("--fusion_method", choices=FUSION_METHODS, default=None, help=f"default {pp.fusion_method}")
+    post.add_argument("--edge_enhancement", type=float, default=None, metavar="STRENGTH",
+                      help="edge-aware sharpening, 0 (off) to 1")
+    post.add_argument("--adaptive_guidance", action="store_true", default=None,
+                      help="InvSR with cfg_scale > 1: guidance scaled by complexity")
     p.add_argument("-r", "--recursive", action="store_true", help="include sub-folders")
-    p.add_argument("--overwrite", action="store_true", help="redo files whose output already exists")
+    p.add_argument("--overwrite", action="store_true", help="redo every file, even those made with the same settings")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    ray = p.add_argument_group("distributed batch (optional: make setup-ray)")
+    ray.add_argument("--engine", choices=ENGINES, default="local",
+                     help="local: this process (default); ray: a pool of Ray actors, same outputs")
+    ray.add_argument("--ray-address", default=None,
+                     help="join this Ray cluster (host:6379 or ray://host:10001; default RAY_ADDRESS, else an "
+                          "embedded local Ray)")
+    ray.add_argument("--workers", type=int, default=None,
+                     help="Ray actors, each with its own copy of the model (default: one per GPU, else per node)")
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    """The run's config: the YAML with the command line's explicit choices applied."""
-    cfg = load_config(args.cfg_path)
-    return with_overrides(cfg, {
-        "backend": args.backend,
-        "num_steps": args.num_steps,
-        "timesteps": args.timesteps,
-        "basesr.chopping.extra_bs": args.chopping_bs,
-        "color_fix": args.color_fix,
-        "seed": args.seed,
-        "outscale": args.outscale,
-        "output.format": args.format,
-        "sd_pipe.params.pretrained_model_name_or_path": args.sd_path,
-        "model_start.ckpt_path": args.started_ckpt_path,
-        **{f"postprocess.{key}": getattr(args, key) for key in (
-            "adaptive_scheduler", "smart_chopping", "min_overlap", "max_overlap", "attention_fusion",
-            "fusion_method", "edge_enhancement", "adaptive_guidance")},
-    })
+def user_overrides(args: argparse.Namespace) -> dict:
+    """Config overrides for what the user set on the command line (a flag always wins over the YAML)."""
+    overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
+    if args.backend is not None:
+        overrides["backend"] = args.backend
+    if args.num_steps is not None and args.timesteps is None:
+        overrides["timesteps"] = None  # --num_steps picks the default list, replacing the YAML's timesteps
+    return overrides
 
 
-def plan(in_path: Path, out_path: Path, fmt: str, recursive: bool):
-    """(source, output) pairs for a file or folder input."""
-    if in_path.is_dir():
-        sources = list_images(in_path, recursive)
-        if not sources:
-            raise ImageError(in_path, "no images found in this folder")
-        pairs = plan_outputs(sources, out_path, fmt)
-        if recursive:  # mirror sub-folders so equal names in different folders do not collide
-            pairs = [(s, out_path / s.parent.relative_to(in_path) / o.name) for s, o in pairs]
-        return pairs
-    if not in_path.exists():
-        raise ImageError(in_path, "file not found")
-    if out_path.suffix and is_image_file(out_path):
-        return [(in_path, out_path)]
-    return plan_outputs([in_path], out_path, fmt)
+def backend_keys(args: argparse.Namespace, backend: str) -> dict:
+    """Flag -> config key for the flags that set a key of the chosen backend."""
+    keys = {"tile_size": TILE_SIZE_KEY[backend], "overlap": f"{backend}.tile_margin", "denoise": "waifu2x.denoise"}
+    return {flag: key for flag, key in keys.items() if getattr(args, flag) is not None}
 
 
-def fetch_invsr_weights(cfg) -> None:
-    """Asked for InvSR explicitly: download its weights when they are missing and the hub is reachable."""
-    status = BACKENDS["invsr"].availability(cfg)
-    if status.ok:
-        return
-    print("[backend] InvSR weights are not available locally; trying to download them", file=sys.stderr)
-    try:
-        download_weights(cfg)
-    except WeightsNotFound as exc:
-        if str(exc) == status.reason:  # nothing to download (e.g. an explicit path is wrong)
-            raise
-        raise WeightsNotFound([status.reason.removeprefix("InvSR: "), str(exc).removeprefix("InvSR: ")]) from exc
+def flag_problems(problems: list[str], flags: dict[str, str]) -> list[str]:
+    """Config problems, each with the flag (of ``flags``: flag -> config key) that caused it named:
+    "argument --outscale: outscale must be between 1 and 4 (got 7)". Problems of the YAML stay as they are."""
+    def flag_of(problem: str):
+        # The full key first, so "min_overlap" is not taken for the "smart chopping" it is part of.
+        for spelling in (lambda k: k, lambda k: k.rsplit(".", 1)[-1], lambda k: k.rsplit(".", 1)[-1].replace("_", " ")):
+            for flag, key in flags.items():
+                if spelling(key) in problem:
+                    return flag
+        return None
+    return [f"argument --{flag}: {problem}" if (flag := flag_of(problem)) else problem for problem in problems]
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
-        if args.backend == "invsr":
-            fetch_invsr_weights(cfg)
-        name, notice = resolve_backend_name(cfg)
-        if args.chopping_size is not None:
-            cfg = with_overrides(cfg, {PATCH_SIZE_KEY[name]: args.chopping_size})
-        check_stages(cfg, name)
-        pairs = plan(Path(args.in_path), Path(args.out_path), cfg.output.format, args.recursive)
-        print(f"[backend] {notice}", file=sys.stderr)
-        backend = create_backend(name, cfg)
-    except (BackendUnavailable, WeightsNotFound, ImageError, ValueError, KeyError, FileNotFoundError) as exc:
-        if args.debug:
-            traceback.print_exc()
+        cfg = with_overrides(load_config(args.cfg_path), user_overrides(args))
+        # An explicit backend is taken as named (the batch run says if it cannot run, or fetches InvSR's weights).
+        backend = cfg.backend if cfg.backend in TILE_SIZE_KEY else resolve_backend_name(cfg)[0]
+    except (ConfigError, KeyError, FileNotFoundError, BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    bar = tqdm(total=len(pairs), unit="img", desc="images", disable=None)
-
-    def patch_bar(src: Path):
-        inner = tqdm(total=0, unit="patch", desc=src.name, leave=False, disable=None)
-
-        def update(done: int, total: int) -> None:
-            inner.total = total
-            inner.n = done
-            inner.refresh()
-            if done == total:
-                inner.close()
-        return update
-
-    def report(item: BatchItem) -> None:
-        bar.update(1)
-        if item.status == "error":
-            tqdm.write(f"error: {item.reason}", file=sys.stderr)
-        elif item.status == "ok" and item.reason:
-            tqdm.write(f"note: {item.source.name}: {item.reason}", file=sys.stderr)
-
-    try:
-        items = process_batch(pairs, cfg, backend, args.overwrite, patch_bar, report)
-    except KeyboardInterrupt:
-        bar.close()
-        print("interrupted; finished files are kept, rerun to continue", file=sys.stderr)
-        return 130
-    bar.close()
-    counts = {s: sum(i.status == s for i in items) for s in ("ok", "skipped", "error")}
-    seconds = sum(i.seconds for i in items if i.status == "ok")
-    per_image = f", {seconds / counts['ok']:.2f} s per image" if counts["ok"] else ""
-    print(f"done: {counts['ok']} written, {counts['skipped']} skipped (output exists), "
-          f"{counts['error']} failed{per_image} → {args.out_path}", file=sys.stderr)
-    return 1 if counts["error"] else 0
+        return EXIT_USAGE
+    if args.engine != "ray":
+        for flag, value in (("--ray-address", args.ray_address), ("--workers", args.workers)):
+            if value is not None:
+                parser.error(f"{flag} applies only to --engine ray")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"argument --workers: must be at least 1 (got {args.workers})")
+    refused = inapplicable(vars(args), backend)
+    if refused:
+        chosen = "" if cfg.backend == backend else f" (--backend {cfg.backend} chose {backend} here)"
+        parser.error("; ".join(f"--{applies_only_to(flag, backend)}" for flag in refused) + chosen)
+    keys = backend_keys(args, backend)
+    cfg = with_overrides(cfg, {key: getattr(args, flag) for flag, key in keys.items()})
+    problems = config_problems(cfg, backend)
+    if problems:
+        given = {flag: key for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
+        parser.error("; ".join(flag_problems(problems, {**given, **keys})))
+    set_threads(cfg.threads)
+    return run_batch_command(cfg, Path(args.in_path), Path(args.out_path), args.recursive, args.overwrite, args.debug,
+                             args.engine, args.ray_address, args.workers)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import tempfile
 import zlib
@@ -27,8 +28,6 @@ EXIF_ORIENTATION = 0x0112
 PART_SUFFIX = ".part"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-# PIL's own bomb guard would fire at a fixed size; we apply the configured limit ourselves.
-Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(ValueError):
@@ -88,12 +87,15 @@ def image_size(path: os.PathLike | str) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, _bomb_reason(exc, None)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(path, f"not a readable image ({_reason(exc)})") from exc
 
 
 def read_image(path: os.PathLike | str, max_pixels: Optional[int] = None) -> LoadedImage:
-    """Decode ``path``; ``max_pixels`` is checked against the header before any pixel is decoded."""
+    """Decode ``path``; ``max_pixels`` is checked against the header before any pixel is decoded, and
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) caps it."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "file not found")
@@ -104,6 +106,8 @@ def read_image(path: os.PathLike | str, max_pixels: Optional[int] = None) -> Loa
             return _decode(path, im, max_pixels)
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, _bomb_reason(exc, max_pixels)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(path, f"not a readable image ({_reason(exc)})") from exc
 
@@ -117,13 +121,34 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
+def _pixel_limit_problem(size: str, pixels: int, max_pixels: Optional[int]) -> Optional[str]:
+    """Why an image of ``pixels`` must not be decoded, or None: the project's limit first (the user can raise
+    it), then Pillow's bomb guard, which stays in force above a raised project limit."""
+    if max_pixels is not None and pixels > max_pixels:
+        return f"{size} pixels exceeds the limit of {max_pixels:,} pixels (raise limits.max_input_pixels to allow it)"
+    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+        return (f"{size} pixels exceeds Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} pixels, "
+                "which caps limits.max_input_pixels")
+    return None
+
+
+def _bomb_reason(exc: Image.DecompressionBombError, max_pixels: Optional[int]) -> str:
+    """Pillow refused the header (over twice its limit) before our own check ran; its message has the count."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found is None:  # a Pillow whose wording changed: still one clear line
+        return f"refused by Pillow's decompression-bomb guard ({exc})"
+    pixels = int(found.group(1))  # over twice Pillow's limit, so a problem is always found
+    return _pixel_limit_problem(f"{pixels:,}", pixels, max_pixels)
+
+
 def _decode(path: Path, im: Image.Image, max_pixels: Optional[int]) -> LoadedImage:
     w, h = im.size
     if w < 1 or h < 1:
         raise ImageError(path, f"invalid size {w}×{h}")
-    if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(path, f"{w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels "
-                              "(raise limits.max_input_pixels to allow it)")
+    # Between Pillow's limit and twice it, Pillow only warns; the check below refuses those too.
+    problem = _pixel_limit_problem(f"{w}×{h} = {w * h:,}", w * h, max_pixels)
+    if problem:
+        raise ImageError(path, problem)
     notes = []
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"{im.format} has {im.n_frames} frames; only the first was used")
@@ -290,9 +315,14 @@ def _png_add_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes]) -
 
 
 def write_image(path: os.PathLike | str, img: LoadedImage, quality: int = 95) -> Path:
-    """Encode then write atomically: a temp file in the target folder, fsync, rename. Never partial."""
+    """Encode then write atomically (see :func:`write_atomic`). Never partial."""
     path = Path(path)
-    data = encode_image(img, output_format(path), quality)
+    return write_atomic(path, encode_image(img, output_format(path), quality))
+
+
+def write_atomic(path: os.PathLike | str, data: bytes) -> Path:
+    """Write ``data`` to a temp file in the target folder, fsync, rename: readers see all or nothing."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's PID in the name lets a later run tell a crashed writer's leftovers from live ones.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}{PART_SUFFIX}", dir=path.parent)

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT.parent / "shared" / "datasets" / "Set5" / "baby.png"
+from utils.config import PROJECT_ROOT
+from utils.evaluation.datasets import DATASETS_ROOT
+
+SOURCE = DATASETS_ROOT / "Set5" / "baby.png"
 FORWARD = """
 import sys, time
 import numpy as np
@@ -47,11 +49,11 @@ def main() -> None:
     cli, forward = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "inference_invsr.py"), "-i", str(src), "-o", str(tmp / "out.png"),
-                        "--backend", "realesrgan", "--overwrite"], check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([sys.executable, str(PROJECT_ROOT / "inference_invsr.py"), "-i", str(src),
+                        "-o", str(tmp / "out.png"), "--backend", "realesrgan", "--overwrite"],
+                       check=True, capture_output=True)
         cli.append(time.perf_counter() - start)
-        out = subprocess.run([sys.executable, "-c", FORWARD, str(src)], check=True, capture_output=True, text=True,
-                             cwd=ROOT)
+        out = subprocess.run([sys.executable, "-c", FORWARD, str(src)], check=True, capture_output=True, text=True)
         forward.append(float(out.stdout.split()[-1]))
         print(f"CLI {cli[-1]:.2f} s, direct forward {forward[-1]:.2f} s", flush=True)
     ratio = statistics.median(cli) / statistics.median(forward)

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from utils.config import WEIGHTS_DIR, load_config, with_overrides  # noqa: E402
-from utils.invsr_weights import WeightsNotFound, download_weights  # noqa: E402
+from utils.backends.invsr.weights import WeightsNotFound, download_weights
+from utils.config import WEIGHTS_DIR, load_config, with_overrides
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,7 @@ YCbCr (16–235), ``sf`` pixels cropped per border. Run single-threaded on a bus
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,17 +22,14 @@ import torch.nn.functional as F
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from utils.backends.realesrgan import RealESRGANBackend  # noqa: E402
-from utils.chopping import PatchGrid, blend_patches  # noqa: E402
-from utils.color_fix import color_fix, hybrid_color_fix  # noqa: E402
-from utils.complexity import image_complexity  # noqa: E402
-from utils.config import load_config, with_overrides  # noqa: E402
-from utils.fusion import fuse  # noqa: E402
-from utils.smart_chopping import attention_window, smart_grid  # noqa: E402
-
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+from utils.backends.realesrgan import RealESRGANBackend
+from utils.config import load_config, with_overrides
+from utils.evaluation.datasets import DATASETS_ROOT
+from utils.postprocess.color_fix import color_fix, hybrid_color_fix
+from utils.postprocess.complexity import image_complexity
+from utils.postprocess.fusion import fuse
+from utils.tiling.chopping import PatchGrid, blend_patches
+from utils.tiling.smart_chopping import attention_window, smart_grid
 DEFAULT_IMAGES = [
     "Set5/baby", "Set5/bird", "Set5/butterfly", "Set5/head", "Set5/woman",
     "Set14/baboon", "Set14/barbara", "Set14/comic", "Set14/lenna", "Set14/monarch", "Set14/ppt3", "Set14/zebra",
@@ -44,7 +39,7 @@ SF = 4
 
 def load_pair(name: str) -> tuple[np.ndarray, torch.Tensor]:
     """HR uint8 h×w×3 RGB cropped to a multiple of 4, and its ×4 bicubic (OpenCV) LR as 1×3×h×w."""
-    hr = cv2.cvtColor(cv2.imread(str(DATA / f"{name}.png"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    hr = cv2.cvtColor(cv2.imread(str(DATASETS_ROOT / f"{name}.png"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     hr = hr[: hr.shape[0] // SF * SF, : hr.shape[1] // SF * SF]
     lr = cv2.resize(hr, (hr.shape[1] // SF, hr.shape[0] // SF), interpolation=cv2.INTER_CUBIC)
     return hr, torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255.0

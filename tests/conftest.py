@@ -28,3 +28,11 @@ def butterfly() -> np.ndarray:
     if not path.is_file():
         pytest.fail(f"benchmark image missing: {path} (../shared must sit beside the project)")
     return read_image(path).rgb
+
+
+def run_settings(cfg, backend: str, overrides: dict | None = None):
+    """The RunSettings a user run of ``backend`` would get from ``cfg`` plus dotted-key ``overrides``."""
+    from utils.config import with_overrides
+    from utils.pipeline.settings import RunSettings
+
+    return RunSettings.from_config(with_overrides(cfg, overrides or {}), backend)

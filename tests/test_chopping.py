@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.chopping import (PatchGrid, blend_patches, gaussian_window, gaussian_window_1d, grid_starts,
+from utils.tiling.chopping import (PatchGrid, blend_patches, gaussian_window, gaussian_window_1d, grid_starts,
                             pad_to_multiple, reflect_pad_to_patch)
 
 

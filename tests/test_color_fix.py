@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.color_fix import (
+from utils.postprocess.color_fix import (
     METHODS,
     color_fix,
     histogram_color_fix,
@@ -50,7 +50,7 @@ def test_wavelet_decomposition_sums_back_and_self_fix_is_identity():
 
 @pytest.mark.parametrize("radius", [1, 2, 16])
 def test_binomial_blur_equals_the_dilated_3x3_convolution(radius):
-    from utils.color_fix import _binomial_blur
+    from utils.postprocess.color_fix import _binomial_blur
 
     x = torch.rand(2, 3, 37, 41, generator=torch.Generator().manual_seed(radius))
     k1 = torch.tensor([1.0, 2.0, 1.0]) / 4

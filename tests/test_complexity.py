@@ -1,7 +1,7 @@
 import torch
 
-from utils.attention import attention_map, gaussian_blur, local_variance, sobel_magnitude
-from utils.complexity import complexity_map, image_complexity
+from utils.postprocess.attention import attention_map, gaussian_blur, local_variance, sobel_magnitude
+from utils.postprocess.complexity import complexity_map, image_complexity
 
 
 def _noise(*shape, seed=0):

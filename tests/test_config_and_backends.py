@@ -2,14 +2,15 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from utils.backends import BackendUnavailable, backend_status, create_backend, resolve_backend_name
-from utils.config import load_config, with_overrides
+from utils.backends import BackendUnavailable, backend_status, load_backend, resolve_backend_name
+from utils.config import ConfigError, load_config, validate_config, with_overrides
+from utils.pipeline.settings import RunSettings
 
 
 def test_config_is_read_only_and_overrides_make_copies(cfg):
     with pytest.raises(ReadonlyConfigError):
         cfg.seed = 1
-    new = with_overrides(cfg, {"seed": 7, "basesr.chopping.pch_size": 256, "color_fix": None})
+    new = with_overrides(cfg, {"seed": 7, "basesr.chopping.pch_size": 256})
     assert (new.seed, new.basesr.chopping.pch_size, new.color_fix) == (7, 256, cfg.color_fix)
     assert (cfg.seed, cfg.basesr.chopping.pch_size) == (12345, 128)
     with pytest.raises(KeyError, match="unknown config key: basesr.chopping.pch"):
@@ -17,7 +18,7 @@ def test_config_is_read_only_and_overrides_make_copies(cfg):
 
 
 def test_reference_keys_are_present(cfg):
-    for key in ["seed", "basesr.sf", "basesr.chopping.pch_size", "basesr.chopping.weight_type",
+    for key in ["seed", "basesr.sf", "basesr.chopping.pch_size",
                 "basesr.chopping.extra_bs", "timesteps", "cfg_scale", "color_fix", "tiled_vae",
                 "sd_pipe.params.pretrained_model_name_or_path", "sd_pipe.params.torch_dtype",
                 "model_start.params", "model_start.ckpt_path"]:
@@ -46,8 +47,38 @@ def test_auto_picks_the_offline_default_and_says_why(cfg, tmp_path, monkeypatch)
         resolve_backend_name(offline, "esrgan")
 
 
-def test_backends_are_cached_per_config(cfg):
-    assert create_backend("bicubic", cfg) is create_backend("bicubic", cfg)
-    other = with_overrides(cfg, {"bicubic.tile_size": 64})
-    assert create_backend("bicubic", other) is not create_backend("bicubic", cfg)
-    assert create_backend("bicubic", other).cfg.bicubic.tile_size == 64
+def test_overrides_can_clear_a_key_and_a_chosen_value_beats_the_yaml(cfg):
+    """A YAML that sets timesteps no longer hides the user's step count: null clears it."""
+    yaml_steps = with_overrides(cfg, {"timesteps": [250, 150], "num_steps": 1})
+    assert RunSettings.from_config(yaml_steps, "invsr").timesteps == (250, 150)
+    chosen = with_overrides(yaml_steps, {"num_steps": 3, "timesteps": None})
+    assert chosen.timesteps is None
+    assert RunSettings.from_config(chosen, "invsr").timesteps == (200, 100, 50)
+
+
+def test_one_validation_names_every_bad_value(cfg):
+    bad = with_overrides(cfg, {"outscale": 7, "color_fix": "sepia", "realesrgan.tile_size": 7,
+                               "output.quality": 101, "postprocess.min_overlap": 0.6})
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    for words in ("outscale must be between 1 and 4 (got 7)", "color_fix must be one of", "realesrgan.tile_size",
+                  "output.quality", "min_overlap < max_overlap"):
+        assert words in str(err.value)
+    validate_config(cfg)  # the shipped config is valid
+
+
+def test_backends_are_cached_by_model_identity_not_by_settings(cfg):
+    """Settings changes reuse the loaded model; a different model file loads another instance."""
+    first = load_backend("realesrgan", cfg)
+    assert load_backend("realesrgan", with_overrides(cfg, {"realesrgan.tile_size": 64, "color_fix": "none",
+                                                          "seed": 1, "outscale": 2})) is first
+    assert load_backend("bicubic", cfg) is load_backend("bicubic", with_overrides(cfg, {"bicubic.tile_size": 64}))
+
+
+def test_settings_record_holds_what_changes_the_output(cfg):
+    real = RunSettings.from_config(cfg, "realesrgan").record()
+    assert real["color_fix"] == cfg.color_fix and real["tile_size"] == cfg.realesrgan.tile_size and real["outscale"] == 4.0
+    # InvSR-only knobs and batching do not change a Real-ESRGAN output, so they are not recorded.
+    assert not {"seed", "timesteps", "batch_size", "quality"} & real.keys()
+    invsr = RunSettings.from_config(with_overrides(cfg, {"output.format": "webp"}), "invsr").record()
+    assert invsr["seed"] == 12345 and invsr["timesteps"] == [200] and invsr["quality"] == 95

@@ -1,14 +1,21 @@
 import io
 import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from datapipe.image_io import (ImageError, LoadedImage, encode_image, list_images, read_image,
-                               write_image)
+from datapipe.image_io import (PART_SUFFIX, ImageError, LoadedImage, encode_image, image_size, list_images,
+                               read_image, remove_stale_parts, write_image)
 from utils.backends.bicubic import BicubicBackend
-from utils.pipeline import process_file, upscale_image
+from tests.conftest import run_settings
+from utils.batch.runner import process_one
+from utils.pipeline.chain import upscale_image
 
 FORMATS = {".png": 0.5 / 255, ".bmp": 0.5 / 255, ".tif": 0.5 / 255, ".jpg": 12 / 255, ".webp": 12 / 255}
 
@@ -84,7 +91,7 @@ def test_rgba_alpha_is_upscaled_separately_and_reattached(tmp_path, cfg):
     Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(tmp_path / "a.png")
     img = read_image(tmp_path / "a.png")
     np.testing.assert_array_equal(img.alpha, alpha)
-    out, _ = upscale_image(img, cfg, BicubicBackend(cfg))
+    out, _ = upscale_image(img, BicubicBackend(cfg), run_settings(cfg, "bicubic"))
     assert out.alpha.shape == (64, 80) and out.rgb.shape == (64, 80, 3)
     assert out.alpha[:, :36].max() < 0.02 and out.alpha[:, 44:].min() > 0.98
     write_image(tmp_path / "o.png", out)
@@ -171,6 +178,65 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
         read_image(tmp_path / "big.png", max_pixels=50_000)
 
 
+def test_pillow_bomb_guard_stays_on_after_importing_the_project():
+    # A fresh process: every library module and entry point imported, Pillow's limit still its default.
+    code = ("import importlib, pkgutil\n"
+            "from PIL import Image\n"
+            "default = Image.MAX_IMAGE_PIXELS\n"
+            "import datapipe, utils\n"
+            "for pkg in (utils, datapipe):\n"
+            "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+            "        importlib.import_module(info.name)\n"
+            "import app, inference_invsr, sampler_invsr\n"
+            "print(default, Image.MAX_IMAGE_PIXELS)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)  # where the entry points are
+    assert res.returncode == 0, res.stderr
+    default, after = res.stdout.split()[-2:]
+    assert default != "None" and after == default
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width×height RGB but holds one byte of pixel data: Pillow opens it from the
+    header alone, so only a decoder that ran would notice the missing pixels."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def pil_limit() -> int:
+    assert Image.MAX_IMAGE_PIXELS is not None, "Pillow's decompression-bomb guard was switched off"
+    return Image.MAX_IMAGE_PIXELS
+
+
+# 10 000 wide: just over Pillow's limit, where it only warns (the size is known); 20 000 wide: over twice
+# the limit, where Pillow raises from the header (only the pixel count is known).
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("width, size", [(10_000, "{w}×{h} = {n:,}"), (20_000, "{n:,}")], ids=["warns", "raises"])
+def test_pillow_bomb_guard_caps_a_raised_project_limit(tmp_path, pil_limit, width, size):
+    height = pil_limit // 10_000 + 1
+    size = size.format(w=width, h=height, n=width * height)
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header(width, height))
+    with pytest.raises(ImageError) as err:
+        read_image(path, max_pixels=10 * pil_limit)
+    assert str(err.value) == (f"huge.png: {size} pixels exceeds Pillow's decompression-bomb limit of "
+                              f"{pil_limit:,} pixels, which caps limits.max_input_pixels")
+    # Under the project's own, lower limit the message says how to raise that one.
+    with pytest.raises(ImageError) as err:
+        read_image(path, max_pixels=16_000_000)
+    assert str(err.value) == (f"huge.png: {size} pixels exceeds the limit of 16,000,000 pixels "
+                              "(raise limits.max_input_pixels to allow it)")
+
+
+def test_image_size_reports_a_bomb_as_an_image_error(tmp_path, pil_limit):
+    (tmp_path / "huge.png").write_bytes(png_header(20_000, pil_limit // 10_000 + 1))
+    with pytest.raises(ImageError, match="huge.png: .* pixels exceeds Pillow's decompression-bomb limit"):
+        image_size(tmp_path / "huge.png")
+
+
 def test_list_images_sorted_filtered_and_optionally_recursive(tmp_path):
     for name in ["b.png", "a.JPG", "notes.txt", "c.webp"]:
         (tmp_path / name).write_bytes(b"x")
@@ -196,16 +262,29 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
+def test_stale_parts_of_dead_writers_are_removed(tmp_path):
+    # write_atomic names its temp file .<target>.<random>.<writer pid>.part
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead = tmp_path / f".a.png.k2j9x1.{int(finished.stdout)}{PART_SUFFIX}"
+    live = tmp_path / f".b.png.q8w7e6.{os.getpid()}{PART_SUFFIX}"
+    unrelated = [tmp_path / "a.png", tmp_path / f".download{PART_SUFFIX}", tmp_path / f"c.png.1{PART_SUFFIX}"]
+    for path in [dead, live, *unrelated]:
+        path.write_bytes(b"x")
+    assert remove_stale_parts(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and all(p.exists() for p in unrelated)
+
+
 def test_unknown_output_extension_is_refused(tmp_path):
     with pytest.raises(ImageError, match="cannot write '.xyz'"):
         write_image(tmp_path / "o.xyz", LoadedImage(smooth_rgb()))
 
 
-def test_process_file_never_overwrites_its_input(tmp_path, cfg):
+def test_a_file_is_never_written_over_its_input(tmp_path, cfg):
     src = write_image(tmp_path / "same.png", LoadedImage(smooth_rgb()))
     before = src.read_bytes()
-    with pytest.raises(ImageError, match="output path is the input"):
-        process_file(src, src, cfg, BicubicBackend(cfg))
+    item = process_one(src, src, BicubicBackend(cfg), run_settings(cfg, "bicubic"))
+    assert item.status == "error" and f"the output {src} is an input file" in item.reason
     assert src.read_bytes() == before
 
 

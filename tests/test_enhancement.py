@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils.enhancement import enhance_edges
+from utils.postprocess.enhancement import enhance_edges
 
 
 def _edge_image():

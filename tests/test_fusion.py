@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from utils.attention import attention_map
-from utils.fusion import fuse
+from utils.postprocess.attention import attention_map
+from utils.postprocess.fusion import fuse
 
 
 def _pair():

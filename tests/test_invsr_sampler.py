@@ -9,12 +9,18 @@ from tiny_sd import SD_TURBO_SCHEDULER, TINY_NP_PARAMS, tiny_cfg, tiny_overrides
 
 from sampler_invsr import InvSamplerSR
 from utils.config import with_overrides
+from utils.pipeline.settings import RunSettings
 
 SEED = 12345
 
 
 def sampler(cfg, **overrides) -> InvSamplerSR:
     return InvSamplerSR(with_overrides(cfg, overrides))
+
+
+def upscale(s: InvSamplerSR, lr: torch.Tensor, progress=None) -> torch.Tensor:
+    """The backend's raw result with the sampler's settings (no colour fix)."""
+    return s.backend.upscale(lr, s.settings, progress)
 
 
 def lr_image(h: int, w: int, b: int = 1, seed: int = 0) -> torch.Tensor:
@@ -49,7 +55,7 @@ def test_one_patch_equals_plain_recomputation(tiny_cfg, tiny_overrides, timestep
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from utils.noise_predictor import NoisePredictor
+    from utils.backends.invsr.noise_predictor import NoisePredictor
 
     sd = tiny_overrides["sd_pipe.params.pretrained_model_name_or_path"]
     vae = AutoencoderKL.from_pretrained(sd, subfolder="vae").eval()
@@ -89,16 +95,16 @@ def test_multi_patch_mod_padding_and_batching(tiny_cfg):
     lr = lr_image(40, 24)  # 40×24 -> reflect-padded to 48×32 (mod 16) -> 5×3 patches of 16, stride 8
     s = sampler(tiny_cfg)
     calls = []
-    out = s.upscale(lr, progress=lambda done, total: calls.append((done, total)))
+    out = upscale(s, lr, progress=lambda done, total: calls.append((done, total)))
     assert out.shape == (1, 3, 160, 96) and out.dtype == torch.float32 and out.device.type == "cpu"
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
     assert calls == [(i, 15) for i in range(1, 16)]
     # The padding is bottom/right reflection: running on the padded image and cropping is identical.
     padded = F.pad(lr, (0, 8, 0, 8), mode="reflect")
-    torch.testing.assert_close(out, s.upscale(padded)[:, :, :160, :96], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, upscale(s, padded)[:, :, :160, :96], rtol=0, atol=1e-6)
     # Batching patches does not change the result.
     batched = sampler(tiny_cfg, **{"basesr.chopping.extra_bs": 4})
-    torch.testing.assert_close(out, batched.upscale(lr), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out, upscale(batched, lr), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("h, w, offset", [(10, 12, (3, 2)), (5, 16, (5, 0))])
@@ -106,7 +112,7 @@ def test_image_smaller_than_patch(tiny_cfg, h, w, offset):
     """Reflect-pad to the patch (repeatedly for 5 px), run once, crop at 4× the accumulated offsets."""
     lr = lr_image(h, w, seed=3)
     s = sampler(tiny_cfg)
-    out = s.upscale(lr)
+    out = upscale(s, lr)
     assert out.shape == (1, 3, 4 * h, 4 * w)
     padded = lr
     while padded.shape[-2] < 16 or padded.shape[-1] < 16:
@@ -116,7 +122,7 @@ def test_image_smaller_than_patch(tiny_cfg, h, w, offset):
         padded = F.pad(padded, (left, right, top, bottom), mode="reflect")
     assert padded.shape[-2:] == (16, 16)
     top, left = offset
-    whole = s.upscale(padded)
+    whole = upscale(s, padded)
     torch.testing.assert_close(out, whole[:, :, 4 * top:4 * (top + h), 4 * left:4 * (left + w)], rtol=0, atol=1e-6)
 
 
@@ -125,7 +131,7 @@ def test_step_counts(tiny_cfg, steps):
     from utils.config import DEFAULT_TIMESTEPS
 
     s = sampler(tiny_cfg, num_steps=steps)
-    assert s.timesteps == DEFAULT_TIMESTEPS[steps]
+    assert s.settings.timesteps == tuple(DEFAULT_TIMESTEPS[steps])
     out = s.sample_func(lr_image(16, 16))
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
     if steps > 1:
@@ -134,12 +140,12 @@ def test_step_counts(tiny_cfg, steps):
 
 @pytest.mark.parametrize("method", ["ycbcr", "wavelet", "histogram", "hybrid"])
 def test_color_fix_uses_unpadded_reference(tiny_cfg, method):
-    from utils.color_fix import color_fix
+    from utils.postprocess.color_fix import color_fix
 
     lr = lr_image(10, 12, seed=5)  # padded internally: the reference must still be the plain input
-    plain = sampler(tiny_cfg).upscale(lr)
-    fixed = sampler(tiny_cfg, color_fix=method).upscale(lr)
-    reference = F.interpolate(lr, size=(40, 48), mode="bicubic", align_corners=False, antialias=True)
+    plain = upscale(sampler(tiny_cfg), lr)
+    fixed = torch.from_numpy(sampler(tiny_cfg, color_fix=method).sample_func(lr)).permute(0, 3, 1, 2)
+    reference = F.interpolate(lr, size=(40, 48), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     torch.testing.assert_close(fixed, color_fix(plain, reference, method).clamp(0, 1), rtol=0, atol=1e-6)
 
 
@@ -175,7 +181,7 @@ def test_config_is_not_mutated(tiny_cfg):
     ({"timesteps": [0]}, "1..999"),
     ({"timesteps": [1000]}, "1..999"),
     ({"timesteps": [200.5]}, "integer"),
-    ({"timesteps": []}, "at least one"),
+    ({"timesteps": []}, "give 1 to 5 timesteps, got 0"),
     ({"num_steps": 6}, "num_steps"),
     ({"num_steps": 0}, "num_steps"),
     ({"cfg_scale": -1.0}, "cfg_scale"),
@@ -206,18 +212,26 @@ def test_inference_file_and_folder(tiny_cfg, tmp_path):
     src.mkdir()
     for name, (h, w) in {"a": (16, 16), "b": (16, 16), "c": (12, 20)}.items():
         write_image(src / f"{name}.png", LoadedImage(rgb=lr_image(h, w, seed=len(name)).permute(0, 2, 3, 1)[0].numpy()))
+    write_image(src / "a.jpg", LoadedImage(rgb=lr_image(16, 16, seed=9).permute(0, 2, 3, 1)[0].numpy()))
     s = sampler(tiny_cfg)
     written = s.inference(src, tmp_path / "out", bs=2)
-    assert sorted(p.name for p in written) == ["a.png", "b.png", "c.png"]
+    # a.png and a.jpg do not collide: they keep their extension in the output name.
+    assert sorted(p.name for p in written) == ["a_jpg.png", "a_png.png", "b.png", "c.png"]
     assert read_image(tmp_path / "out" / "c.png").rgb.shape == (48, 80, 3)
-    single = s.inference(src / "a.png", tmp_path / "out1")
+    single = s.inference(src / "b.png", tmp_path / "out1")
     # Batched and single runs differ only by float rounding, i.e. at most one 8-bit level.
-    np.testing.assert_allclose(read_image(single[0]).rgb, read_image(tmp_path / "out" / "a.png").rgb,
+    np.testing.assert_allclose(read_image(single[0]).rgb, read_image(tmp_path / "out" / "b.png").rgb,
                                rtol=0, atol=1.01 / 255)
+    # The same batch layer as the CLI: a rerun skips finished files, a bad file is named, not fatal.
+    finished = (tmp_path / "out" / "c.png").stat().st_mtime_ns
+    (src / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        s.inference(src, tmp_path / "out", bs=2)
+    assert (tmp_path / "out" / "c.png").stat().st_mtime_ns == finished
 
 
 def test_backend(tiny_cfg):
-    from utils.backends.invsr import InvSRBackend
+    from utils.backends.invsr.backend import InvSRBackend
 
     cfg = with_overrides(tiny_cfg, {"color_fix": "wavelet"})  # the backend must ignore it
     assert InvSRBackend.availability(cfg).ok
@@ -225,7 +239,42 @@ def test_backend(tiny_cfg):
     assert backend.device == "cpu"
     lr = lr_image(20, 16, seed=9)
     calls = []
-    out = backend.upscale(lr, progress=lambda d, t: calls.append((d, t)))
+    out = backend.upscale(lr, RunSettings.from_config(cfg, "invsr"), progress=lambda d, t: calls.append((d, t)))
     assert out.shape == (1, 3, 80, 64) and out.dtype == torch.float32
     assert calls[-1][0] == calls[-1][1] > 1
-    torch.testing.assert_close(out, sampler(tiny_cfg).upscale(lr), rtol=0, atol=0)
+    torch.testing.assert_close(out, upscale(sampler(tiny_cfg), lr), rtol=0, atol=0)
+
+
+def test_bfloat16_models_stay_close_to_float32_and_run_channels_last(tiny_cfg):
+    """bf16 (the default on CPUs with native bf16): every model, the predictor included, is bf16 and the
+    convolutional ones are channels-last; the result stays within 0.02 (mean abs) of float32's, which
+    on these tiny random models is ~1 % of the output's own spread."""
+    lr = lr_image(16, 16, seed=5)
+    fp32, bf16 = sampler(tiny_cfg), sampler(tiny_cfg, **{"sd_pipe.params.torch_dtype": "bfloat16"})
+    m = bf16.backend.models
+    assert {p.dtype for mod in (m.vae, m.unet, m.text_encoder, m.noise_predictor) for p in mod.parameters()} == \
+        {torch.bfloat16}
+    for mod in (m.vae, m.unet, m.noise_predictor):
+        conv = next(c for c in mod.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size != (1, 1))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert bf16.backend.identity["dtype"] == "bfloat16" and fp32.backend.identity["dtype"] == "float32"
+    ref, got = upscale(fp32, lr), upscale(bf16, lr)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert ref.std() > 0.05 and (got - ref).abs().mean() < 0.02
+    assert (got - ref).abs().max() > 0  # bf16 really ran: float32 would reproduce the reference
+
+
+def test_auto_dtype_follows_the_cpu(tiny_cfg, monkeypatch):
+    from utils import devices
+    from utils.backends.invsr.diffusion import model_dtype
+
+    auto = with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "auto"})
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert model_dtype(auto, cpu) == torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert model_dtype(auto, cpu) == torch.float32
+    assert model_dtype(auto, torch.device("cuda")) == torch.float16
+    assert model_dtype(with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "torch.float32"}), cpu) == torch.float32
+    with pytest.raises(ValueError, match="float16"):
+        model_dtype(with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "float16"}), cpu)

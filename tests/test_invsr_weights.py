@@ -9,10 +9,10 @@ import torch
 from omegaconf import OmegaConf
 from tiny_sd import TINY_NP_PARAMS, tiny_cfg, tiny_overrides  # noqa: F401 (fixtures)
 
-from utils import invsr_weights
+from utils.backends.invsr import weights as invsr_weights
 from utils.config import load_config, with_overrides
-from utils.invsr_weights import WeightsNotFound, download_weights, resolve_weights
-from utils.noise_predictor import NoisePredictor, load_noise_predictor
+from utils.backends.invsr.weights import WeightsNotFound, download_weights, resolve_weights
+from utils.backends.invsr.noise_predictor import NoisePredictor, load_noise_predictor
 
 KEYS_FILE = Path(__file__).resolve().parents[2] / "shared" / "invsr" / "noise_predictor_sd_turbo_keys.txt"
 
@@ -89,9 +89,9 @@ def nothing_cached(monkeypatch, tmp_path):
 def test_missing_weights_error_names_everything(nothing_cached):
     from sampler_invsr import InvSamplerSR
     from utils.backends import BACKENDS, BackendUnavailable
-    from utils.backends.invsr import InvSRBackend
+    from utils.backends.invsr.backend import InvSRBackend
 
-    assert BACKENDS["invsr"] is InvSRBackend  # registered even though utils.invsr_weights came first
+    assert BACKENDS["invsr"] is InvSRBackend  # registered even though utils.backends.invsr.weights came first
 
     with pytest.raises(WeightsNotFound) as info:
         resolve_weights(nothing_cached)

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 import lpips as lpips_pkg
-from utils import lpips_offline
-from utils.lpips_offline import NETS, backbone_state, build_lpips, jax_lin_weights, read_jax_checkpoint
+from utils.evaluation import lpips_offline
+from utils.evaluation.lpips_offline import NETS, backbone_state, build_lpips, jax_lin_weights, read_jax_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "lpips"
 # ../shared/lpips/README.md: (ex_ref vs ex_p0, ex_ref vs ex_p1) with the official PyTorch model.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from utils.metrics import LPIPS, PeakRSS, psnr_rgb, psnr_y, rgb_to_y, score_pair, ssim_rgb, ssim_y
+from utils.evaluation.metrics import LPIPS, PeakRSS, psnr_rgb, psnr_y, rgb_to_y, score_pair, ssim_rgb, ssim_y
 
 
 def _pair(seed=0, size=(96, 80)):

@@ -1,11 +1,12 @@
 import io
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
-from utils.paths import PathRefused, extract_zip, is_inside, resolve_folder
+from utils.studio.paths import PathRefused, extract_zip, is_inside, resolve_folder
 
 
 @pytest.fixture
@@ -115,18 +116,39 @@ def test_zip_limits(tmp_path):
         extract_zip(archive, tmp_path / "out", max_bytes=100, max_members=10)
 
 
-def test_zip_size_lie_is_caught_while_copying(tmp_path):
-    # A directory entry that understates the size: the limit must hold on the bytes actually read.
+def _lying_zip(tmp_path: Path, compression: int, declared: int, crc_of_declared: bool) -> Path:
+    """An honest a.png, then big.png (5000 bytes) whose central directory declares ``declared`` bytes, with
+    the CRC of the whole data or, when ``crc_of_declared``, of just the declared bytes (a consistent lie)."""
+    data = bytes(range(256)) * 20
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("big.png", b"0" * 5000)
-    data = bytearray(buf.getvalue())
-    central = data.rfind(b"PK\x01\x02")
-    data[central + 24:central + 28] = (10).to_bytes(4, "little")  # uncompressed size field
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        zf.writestr("a.png", b"1" * 30)
+        zf.writestr("big.png", data[:5000])
+    raw = bytearray(buf.getvalue())
+    central = raw.rfind(b"PK\x01\x02")  # big.png's entry: the last one in the central directory
+    raw[central + 24:central + 28] = declared.to_bytes(4, "little")  # uncompressed size
+    if crc_of_declared:
+        raw[central + 16:central + 20] = zlib.crc32(data[:declared]).to_bytes(4, "little")
     archive = tmp_path / "lie.zip"
-    archive.write_bytes(bytes(data))
-    with pytest.raises(PathRefused):
-        extract_zip(archive, tmp_path / "out", max_bytes=100, max_members=10)
+    archive.write_bytes(bytes(raw))
+    return archive
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
+def test_zip_member_whose_size_lies_refuses_the_archive_and_leaves_no_files(tmp_path, compression):
+    # The declared size passes the byte budget; reading stops there and the CRC no longer matches.
+    out = tmp_path / "out"
+    with pytest.raises(PathRefused, match=r"^lie\.zip: not a readable zip archive \(Bad CRC-32 for file 'big\.png'\)"):
+        extract_zip(_lying_zip(tmp_path, compression, 10, False), out, max_bytes=100, max_members=10)
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # a.png was written first, then removed
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
+def test_zip_member_never_yields_more_than_its_declared_size(tmp_path, compression):
+    # A lie with a matching CRC is not detectable, but the budget still holds: only the declared bytes come out.
+    out = tmp_path / "out"
+    written = extract_zip(_lying_zip(tmp_path, compression, 10, True), out, max_bytes=40, max_members=10)
+    assert {p.name: p.stat().st_size for p in written} == {"a.png": 30, "big.png": 10}
 
 
 def test_not_a_zip_is_refused(tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 
 from tests.bad_inputs import EXPECTED, make_corpus
 from tests.test_cli import ROOT, run_cli
+from utils.batch.records import RECORDS_DIR, record_path
 
 
 def test_every_bad_input_gets_a_result_or_one_clear_error(tmp_path):
@@ -27,7 +28,7 @@ def test_every_bad_input_gets_a_result_or_one_clear_error(tmp_path):
             with Image.open(out / f"{stem}.png") as im:
                 assert im.size == detail, name
     assert len(errors) == sum(kind == "error" for kind, _ in EXPECTED.values())
-    assert "note: animated.gif: GIF has 3 frames; only the first was used" in res.stderr
+    assert "ok: animated.gif: GIF has 3 frames; only the first was used" in res.stderr
     # Colour and modes survive: the CMYK red stays red, the 16-bit input stays 16-bit, alpha stays.
     red = np.asarray(Image.open(out / "cmyk.png").convert("RGB"), np.float32).mean(axis=(0, 1))
     assert red[0] > 200 and red[1] < 40 and red[2] < 40
@@ -35,7 +36,8 @@ def test_every_bad_input_gets_a_result_or_one_clear_error(tmp_path):
         np.asarray(Image.open(out / "deep16.png")).dtype == np.uint16 or _is_16bit_png(out / "deep16.png")
     assert Image.open(out / "rgba.png").mode == "RGBA"
     assert Image.open(out / "gray_alpha.png").mode == "LA"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # Nothing hidden but the resume records: no temp file is left behind.
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [RECORDS_DIR]
 
 
 def _is_16bit_png(path) -> bool:
@@ -49,7 +51,7 @@ def test_symlink_loop_and_empty_folder(tmp_path):
     (src / "again").symlink_to(src, target_is_directory=True)
     res = run_cli("-i", src, "-o", tmp_path / "out", "--backend", "bicubic", "-r")
     assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RECORDS_DIR, "a.png"]
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "readme.txt").write_text("no images here")
     res = run_cli("-i", tmp_path / "nothing", "-o", tmp_path / "out2", "--backend", "bicubic")
@@ -76,6 +78,8 @@ def test_batch_killed_mid_run_leaves_no_partial_output_and_resumes(tmp_path):
     proc.wait(timeout=30)
     finished = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert 1 <= len(finished) < len(names)
+    # The record follows its output: a kill between the two leaves an output that is redone.
+    recorded = [name for name in finished if record_path(out / name).is_file()]
     for name in finished:  # every visible output is complete
         assert (out / name).stat().st_size > 0
         with Image.open(out / name) as im:
@@ -83,5 +87,5 @@ def test_batch_killed_mid_run_leaves_no_partial_output_and_resumes(tmp_path):
             assert im.size == (160, 160)
     res = run_cli("-i", src, "-o", out, "--backend", "realesrgan")
     assert res.returncode == 0, res.stderr
-    assert f"{len(names) - len(finished)} written, {len(finished)} skipped" in res.stderr
-    assert sorted(p.name for p in out.iterdir()) == names  # stale temp files were cleaned up too
+    assert f"{len(names) - len(recorded)} written, {len(recorded)} skipped" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == [RECORDS_DIR, *names]  # stale temp files were cleaned up too

@@ -1,7 +1,7 @@
 import pytest
 
-from utils.adaptive_scheduler import adaptive_timesteps, extra_steps
-from utils.guidance import adaptive_guidance, guidance_factor
+from utils.postprocess.adaptive_scheduler import adaptive_timesteps, extra_steps
+from utils.postprocess.guidance import adaptive_guidance, guidance_factor
 
 
 def test_extra_steps_thresholds():

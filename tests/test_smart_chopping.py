@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.chopping import PatchGrid, blend_patches
-from utils.smart_chopping import attention_window, smart_grid
+from utils.tiling.chopping import PatchGrid, blend_patches
+from utils.tiling.smart_chopping import attention_window, smart_grid
 
 
 def _coverage(grid: PatchGrid, h: int, w: int) -> torch.Tensor:

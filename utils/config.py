@@ -1,6 +1,12 @@
-"""Load the one OmegaConf config and derive per-run variants without touching the shared object."""
+"""The one OmegaConf config: loading it, deriving per-run copies, and the one validation of its values.
+
+The CLI, the app and the Python API all start from ``configs/*.yaml``, apply the user's choices with
+:func:`with_overrides` (never mutating the shared object) and check the result with
+:func:`validate_config` before any work is done.
+"""
 from __future__ import annotations
 
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -10,7 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "sample-sd-turbo.yaml"
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 
-MAX_TIMESTEP = 999  # SD-Turbo's scheduler has 1000 training timesteps
+SCALE = 4                   # every backend's native scale
+MAX_TIMESTEP = 999          # SD-Turbo's scheduler has 1000 training timesteps
 # Default timestep lists of the reference InvSR, by number of steps.
 DEFAULT_TIMESTEPS = {
     1: [200],
@@ -19,22 +26,67 @@ DEFAULT_TIMESTEPS = {
     4: [200, 150, 100, 50],
     5: [250, 200, 150, 100, 50],
 }
+MAX_STEPS = max(DEFAULT_TIMESTEPS)
+COLOR_FIX_METHODS = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
+FUSION_METHODS = ("weighted", "max")
+OUTPUT_FORMATS = ("png", "webp", "jpeg")
+OUTSCALE_RANGE = (1.0, 4.0)
+# Stages that only some backends can use; the others are refused, never silently ignored.
+STAGE_BACKENDS = {
+    "adaptive_scheduler": ("invsr",),
+    "adaptive_guidance": ("invsr",),
+    # Fusion blends the model's detail with the bicubic fallback: for bicubic itself it is a no-op.
+    "attention_fusion": ("invsr", "realesrgan", "span", "realesrgan-anime", "waifu2x"),
+}
+# Which config key holds the patch (tile) size of each backend, in input pixels.
+TILE_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.tile_size",
+                 "span": "span.tile_size", "realesrgan-anime": "realesrgan-anime.tile_size",
+                 "waifu2x": "waifu2x.tile_size", "bicubic": "bicubic.tile_size"}
+# Config sections of the convolutional (context-tiled) backends, named like the backends.
+TILED_SECTIONS = ("realesrgan", "span", "realesrgan-anime", "waifu2x", "bicubic")
+REALESRGAN_ENGINES = ("auto", "torch", "ncnn")
+REALESRGAN_DTYPES = (None, "float32", "bfloat16", "float16")
+INVSR_DTYPES = ("auto", "float32", "bfloat16", "float16")  # a "torch." prefix is accepted
+WAIFU2X_DENOISE_LEVELS = (-1, 0, 1, 2, 3)  # -1: no denoising
+
+
+class ConfigError(ValueError):
+    """One or more config values are invalid; the message names each key and what it must be."""
 
 
 def parse_timesteps(text: str) -> list[int] | None:
-    """"200, 100,50" -> [200, 100, 50]; "" -> None. 1-5 strictly descending integers in 1..999."""
+    """"200, 100,50" -> [200, 100, 50]; "" -> None. Values are checked by :func:`check_timesteps`."""
     text = (text or "").strip()
     if not text:
         return None
     try:
         steps = [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
-        raise ValueError(f"timesteps must be comma-separated integers (e.g. 200,100,50), got '{text}'") from None
-    if not 1 <= len(steps) <= max(DEFAULT_TIMESTEPS):
-        raise ValueError(f"give 1 to {max(DEFAULT_TIMESTEPS)} timesteps, got {len(steps)}")
-    if any(not 1 <= t <= MAX_TIMESTEP for t in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
-        raise ValueError(f"timesteps must be strictly descending values in 1..{MAX_TIMESTEP}, got {steps}")
+        raise ConfigError(f"timesteps must be comma-separated integers (e.g. 200,100,50), got '{text}'") from None
+    check_timesteps(steps)
     return steps
+
+
+def check_timesteps(steps: list) -> list[int]:
+    """1-5 strictly descending integers in 1..999, else ConfigError."""
+    if any(isinstance(t, bool) or not isinstance(t, Integral) for t in steps):
+        raise ConfigError(f"timesteps must be integers (got {steps})")
+    if not 1 <= len(steps) <= MAX_STEPS:
+        raise ConfigError(f"give 1 to {MAX_STEPS} timesteps, got {len(steps)}")
+    if any(not 1 <= t <= MAX_TIMESTEP for t in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
+        raise ConfigError(f"timesteps must be strictly descending values in 1..{MAX_TIMESTEP}, got {list(steps)}")
+    return [int(t) for t in steps]
+
+
+def resolve_timesteps(cfg: DictConfig) -> list[int]:
+    """The descending timesteps to run: ``timesteps`` when set, else the default list for ``num_steps``."""
+    if cfg.get("timesteps") is None:
+        steps = cfg.get("num_steps", 1)
+        if isinstance(steps, bool) or not isinstance(steps, Integral) or steps not in DEFAULT_TIMESTEPS:
+            raise ConfigError(f"num_steps must be an integer from 1 to {MAX_STEPS} (got {steps!r})")
+        return list(DEFAULT_TIMESTEPS[int(steps)])
+    raw = cfg.timesteps
+    return check_timesteps(list(raw) if OmegaConf.is_list(raw) or isinstance(raw, (list, tuple)) else [raw])
 
 
 def load_config(path: Optional[str | Path] = None) -> DictConfig:
@@ -48,14 +100,13 @@ def load_config(path: Optional[str | Path] = None) -> DictConfig:
 
 
 def with_overrides(cfg: DictConfig, overrides: Mapping[str, Any]) -> DictConfig:
-    """A read-only copy of ``cfg`` with dotted-key overrides applied; ``None`` values are skipped.
+    """A read-only copy of ``cfg`` with dotted-key overrides applied; ``None`` sets the key to null.
 
-    Keys must already exist in the config, so a typo fails loudly instead of being ignored.
+    Callers pass only what the user actually chose. Keys must already exist in the config, so a typo
+    fails loudly instead of being ignored.
     """
     new = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     for key, value in overrides.items():
-        if value is None:
-            continue
         if OmegaConf.select(new, key, default=_MISSING) is _MISSING:
             raise KeyError(f"unknown config key: {key}")
         OmegaConf.update(new, key, value, merge=False)
@@ -64,3 +115,86 @@ def with_overrides(cfg: DictConfig, overrides: Mapping[str, Any]) -> DictConfig:
 
 
 _MISSING = object()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]:
+    """Every invalid value in ``cfg``, one message each; with ``backend``, also the post-processing
+    stages that do not apply to it. Empty when the config can run."""
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    try:
+        resolve_timesteps(cfg)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    need(_is_int(cfg.seed), f"seed must be an integer (got {cfg.seed!r})")
+    need(_is_number(cfg.cfg_scale) and cfg.cfg_scale >= 0, f"cfg_scale must be a number ≥ 0 (got {cfg.cfg_scale!r})")
+    need(cfg.basesr.sf == SCALE, f"basesr.sf must be {SCALE}: every backend upscales by exactly ×{SCALE}")
+    pch = cfg.basesr.chopping.pch_size
+    need(_is_int(pch) and pch > 0 and pch % 8 == 0,
+         f"basesr.chopping.pch_size must be a positive multiple of 8 (got {pch!r})")
+    bs = cfg.basesr.chopping.extra_bs
+    need(_is_int(bs) and bs >= 1, f"basesr.chopping.extra_bs must be an integer ≥ 1 (got {bs!r})")
+    for key in ("latent_tiled_size", "sample_tiled_size"):
+        need(_is_int(cfg[key]) and cfg[key] > 0, f"{key} must be a positive integer (got {cfg[key]!r})")
+    for section in TILED_SECTIONS:
+        tile, margin = cfg[section].tile_size, cfg[section].tile_margin
+        need(_is_int(tile) and tile >= 16, f"{section}.tile_size must be an integer ≥ 16 (got {tile!r})")
+        need(margin is None or (_is_int(margin) and margin >= 0),
+             f"{section}.tile_margin must be null (the model's default) or an integer ≥ 0 (got {margin!r})")
+    dtype = str(cfg.sd_pipe.params.get("torch_dtype") or "auto").removeprefix("torch.")
+    need(dtype in INVSR_DTYPES, f"sd_pipe.params.torch_dtype must be one of {', '.join(INVSR_DTYPES)} (got {dtype!r})")
+    need(cfg.realesrgan.engine in REALESRGAN_ENGINES,
+         f"realesrgan.engine must be one of {', '.join(REALESRGAN_ENGINES)} (got {cfg.realesrgan.engine!r})")
+    need(cfg.realesrgan.dtype in REALESRGAN_DTYPES,
+         f"realesrgan.dtype must be null or one of float32, bfloat16, float16 (got {cfg.realesrgan.dtype!r})")
+    need(_is_int(cfg.waifu2x.denoise) and cfg.waifu2x.denoise in WAIFU2X_DENOISE_LEVELS,
+         f"waifu2x.denoise must be -1 (off), 0, 1, 2 or 3 (got {cfg.waifu2x.denoise!r})")
+    need((cfg.color_fix or "none") in COLOR_FIX_METHODS,
+         f"color_fix must be one of {', '.join(COLOR_FIX_METHODS)} (got {cfg.color_fix!r})")
+    pp = cfg.postprocess
+    need(pp.fusion_method in FUSION_METHODS,
+         f"postprocess.fusion_method must be one of {', '.join(FUSION_METHODS)} (got {pp.fusion_method!r})")
+    need(_is_number(pp.edge_enhancement) and 0 <= pp.edge_enhancement <= 1,
+         f"postprocess.edge_enhancement (strength) must be in [0, 1] (got {pp.edge_enhancement!r})")
+    need(_is_number(pp.min_overlap) and _is_number(pp.max_overlap) and 0 <= pp.min_overlap < pp.max_overlap < 1,
+         f"smart chopping overlaps must satisfy 0 ≤ min_overlap < max_overlap < 1 "
+         f"(got {pp.min_overlap!r}, {pp.max_overlap!r})")
+    low, high = OUTSCALE_RANGE
+    need(_is_number(cfg.outscale) and low <= cfg.outscale <= high,
+         f"outscale must be between {low:g} and {high:g} (got {cfg.outscale!r})")
+    need(cfg.output.format in OUTPUT_FORMATS,
+         f"output.format must be one of {', '.join(OUTPUT_FORMATS)} (got {cfg.output.format!r})")
+    need(_is_int(cfg.output.quality) and 1 <= cfg.output.quality <= 100,
+         f"output.quality must be an integer from 1 to 100 (got {cfg.output.quality!r})")
+    for key in ("max_input_pixels", "max_output_pixels", "max_memory_mb"):
+        need(_is_int(cfg.limits[key]) and cfg.limits[key] > 0,
+             f"limits.{key} must be a positive integer (got {cfg.limits[key]!r})")
+    if backend is not None:
+        problems += [f"{stage.replace('_', ' ')} applies only to {names_list(names)}, not {backend}"
+                     for stage, names in STAGE_BACKENDS.items() if pp[stage] and backend not in names]
+    return problems
+
+
+def names_list(names) -> str:
+    """("a",) -> "a"; ("a", "b", "c") -> "a, b and c"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def validate_config(cfg: DictConfig, backend: Optional[str] = None) -> None:
+    """Raise ConfigError naming every problem :func:`config_problems` finds."""
+    problems = config_problems(cfg, backend)
+    if problems:
+        raise ConfigError("; ".join(problems))

@@ -1,7 +1,10 @@
-"""Pick where models run: CUDA in float16, then Apple MPS, then the CPU in float32."""
+"""Pick where models run (CUDA, then Apple MPS, then the CPU) and in which dtype."""
 from __future__ import annotations
 
 import os
+import sys
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -22,9 +25,56 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    """Half precision only where it is fast and safe (CUDA); MPS and CPU run float32."""
-    return torch.float16 if device.type == "cuda" else torch.float32
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags (Linux names) of instructions that compute in bfloat16 natively; without them torch
+# emulates bf16 through float32, which is slower than plain float32.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+@lru_cache(maxsize=None)
+def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU advertises bfloat16 instructions; read at run time, False when unknown."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return not NATIVE_BF16_FLAGS.isdisjoint(flags)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Which overrides make sense where: float16 has no fast CPU kernels, and bf16 on MPS needs macOS 14+.
+_ALLOWED = {"cpu": {"float32", "bfloat16"}, "cuda": {"float32", "bfloat16", "float16"},
+            "mps": {"float32", "float16"}}
+
+
+def inference_dtype(device: torch.device | str, prefer: str | None = None) -> torch.dtype:
+    """Weight/activation dtype for a convolutional model on ``device``.
+
+    Default: CUDA float16, MPS float32, CPU bfloat16 only when the CPU computes it natively
+    (:func:`cpu_has_native_bf16`), otherwise float32. ``prefer`` ("float32", "bfloat16",
+    "float16") overrides it when the device supports that dtype; anything else raises ValueError.
+    """
+    kind = torch.device(device).type
+    if prefer is not None:
+        if prefer not in _DTYPES:
+            raise ValueError(f"unknown dtype {prefer!r}: choose one of {', '.join(_DTYPES)}")
+        allowed = _ALLOWED.get(kind, {"float32"})
+        if prefer not in allowed:
+            raise ValueError(f"dtype {prefer!r} is not supported on {kind}: choose one of "
+                             f"{', '.join(d for d in _DTYPES if d in allowed)}")
+        return _DTYPES[prefer]
+    if kind == "cuda":
+        return torch.float16
+    if kind == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 def cpu_threads() -> int:
@@ -33,3 +83,24 @@ def cpu_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+_threads: int | None = None
+
+
+def set_threads(count: int | None = None) -> int:
+    """Set the process-wide CPU thread count once, at start-up (None: every usable core).
+
+    torch's intra-op pool and ncnn nets read it; backends never change it, so loading a second
+    model cannot slow down the first.
+    """
+    global _threads
+    _threads = max(1, int(count)) if count else cpu_threads()
+    torch.set_num_threads(_threads)
+    return _threads
+
+
+def thread_count() -> int:
+    """The count :func:`set_threads` chose, or every usable core when no entry point set one."""
+    return _threads or cpu_threads()
+

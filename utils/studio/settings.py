@@ -1,0 +1,160 @@
+"""The studio's settings: one definition shared by the Single and Batch tabs and the API, which of
+them each backend reads (the page disables the others, the API and the CLI refuse them), and their
+translation into config overrides (the same keys the CLI sets). Values are checked once, by
+:func:`utils.config.validate_config`, when the run's settings are made."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from utils.backends import BACKENDS
+from utils.config import TILE_SIZE_KEY, TILED_SECTIONS, names_list, parse_timesteps, with_overrides
+
+MIN_OVERLAP_RANGE = (0.15, 0.40)
+MAX_OVERLAP_RANGE = (0.40, 0.60)
+TILE_SIZE_RANGE = (32, 1024)      # the page's slider, input pixels; the config allows any size ≥ 16
+OVERLAP_RANGE = (0, 64)           # context pixels per tile side
+OUTSCALES = (2, 3, 4)             # the page's choices; the API takes any scale the config allows
+
+# Settings only some backends read, with the value that means "not set". The stages
+# (adaptive scheduler and guidance, attention fusion) are refused by the config validation itself.
+BACKEND_SPECIFIC = {
+    "num_steps": (("invsr",), None),
+    "timesteps": (("invsr",), ""),
+    "seed": (("invsr",), None),
+    "overlap": (TILED_SECTIONS, None),   # InvSR patches always overlap by half (the reference grid)
+    "denoise": (("waifu2x",), None),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every user-facing knob; field names are the API's parameter names (the CLI's flag names).
+    ``None`` (or "" for timesteps) means the config's value for the chosen backend."""
+
+    backend: str
+    tile_size: Optional[int]       # input pixels
+    overlap: Optional[int]         # tiled backends: context pixels each tile reads past its edge
+    smart_chopping: bool
+    min_overlap: float             # smart chopping, fraction of a tile
+    max_overlap: float
+    num_steps: Optional[int]       # InvSR
+    timesteps: str                 # InvSR: "" = the default list for num_steps, else e.g. "200,100,50"
+    seed: Optional[int]            # InvSR
+    adaptive_scheduler: bool       # InvSR
+    adaptive_guidance: bool        # InvSR
+    denoise: Optional[int]         # waifu2x: -1 (off) to 3
+    color_fix: str
+    attention_fusion: bool
+    fusion_method: str
+    edge_enhancement: bool
+    edge_strength: float
+    outscale: float
+    format: str
+    quality: int
+
+    @classmethod
+    def defaults(cls, cfg: DictConfig, backend: str) -> "Settings":
+        """The config's values for ``backend``, every one concrete, so the page starts where the CLI would."""
+        pp = cfg.postprocess
+        return cls(
+            backend=backend,
+            **tiling_defaults(cfg, backend),
+            smart_chopping=bool(pp.smart_chopping),
+            min_overlap=float(pp.min_overlap),
+            max_overlap=float(pp.max_overlap),
+            num_steps=int(cfg.num_steps),
+            timesteps=",".join(str(t) for t in cfg.timesteps) if cfg.timesteps else "",
+            seed=int(cfg.seed),
+            adaptive_scheduler=bool(pp.adaptive_scheduler),
+            adaptive_guidance=bool(pp.adaptive_guidance),
+            denoise=int(cfg.waifu2x.denoise),
+            color_fix=str(cfg.color_fix or "none"),
+            attention_fusion=bool(pp.attention_fusion),
+            fusion_method=str(pp.fusion_method),
+            edge_enhancement=float(pp.edge_enhancement) > 0,
+            edge_strength=float(pp.edge_enhancement) or 0.5,
+            outscale=float(cfg.outscale),
+            format=str(cfg.output.format),
+            quality=int(cfg.output.quality),
+        )
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def applicable(self) -> "Settings":
+        """These settings with those the backend does not read unset: the page sends every control's
+        value, including the disabled ones."""
+        return self.replace(**{name: unset for name, (names, unset) in BACKEND_SPECIFIC.items()
+                               if self.backend not in names})
+
+
+def tiling_defaults(cfg: DictConfig, backend: str) -> dict[str, Optional[int]]:
+    """The backend's tile size and overlap (its model's context margin unless the config sets one)."""
+    overlap = None
+    if backend in TILED_SECTIONS:
+        margin = cfg[backend].tile_margin
+        overlap = int(margin) if margin is not None else BACKENDS[backend].context_margin
+    return {"tile_size": int(OmegaConf.select(cfg, TILE_SIZE_KEY[backend])), "overlap": overlap}
+
+
+def inapplicable(values: Mapping[str, Any], backend: str) -> list[str]:
+    """Names of the settings in ``values`` that are set although ``backend`` does not read them."""
+    return [name for name, (names, unset) in BACKEND_SPECIFIC.items()
+            if values.get(name, unset) not in (unset, None) and backend not in names]
+
+
+def applies_only_to(name: str, backend: str) -> str:
+    """"num_steps applies only to invsr, not realesrgan" (the config validation's wording for stages)."""
+    return f"{name} applies only to {names_list(BACKEND_SPECIFIC[name][0])}, not {backend}"
+
+
+def config_for(cfg: DictConfig, s: Settings, backend: str) -> DictConfig:
+    """``cfg`` with the settings applied for ``backend`` (the resolved name, e.g. after "auto"). Every
+    value the user set wins over the YAML (custom timesteps, else the default list for the steps)."""
+    overrides = {
+        "backend": backend,
+        "color_fix": s.color_fix,
+        "postprocess.adaptive_scheduler": bool(s.adaptive_scheduler),
+        "postprocess.smart_chopping": bool(s.smart_chopping),
+        "postprocess.min_overlap": s.min_overlap,
+        "postprocess.max_overlap": s.max_overlap,
+        "postprocess.attention_fusion": bool(s.attention_fusion),
+        "postprocess.fusion_method": s.fusion_method,
+        "postprocess.edge_enhancement": s.edge_strength if s.edge_enhancement else 0.0,
+        "postprocess.adaptive_guidance": bool(s.adaptive_guidance),
+        "outscale": _number(s.outscale),
+        "output.format": s.format,
+        "output.quality": _whole(s.quality),
+    }
+    optional = {"num_steps": s.num_steps, "seed": s.seed, TILE_SIZE_KEY[backend]: s.tile_size}
+    if backend in TILED_SECTIONS:
+        optional[f"{backend}.tile_margin"] = s.overlap
+    if backend == "waifu2x":
+        optional["waifu2x.denoise"] = s.denoise
+    overrides.update({key: _whole(value) for key, value in optional.items() if value is not None})
+    if s.timesteps or s.num_steps is not None:  # either replaces the YAML's timesteps
+        overrides["timesteps"] = parse_timesteps(s.timesteps)
+    return with_overrides(cfg, overrides)
+
+
+def _number(value):
+    """The scale box also takes a typed value, which arrives as text; what is not a number is left for
+    validation to refuse."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def _whole(value):
+    """Web controls send 95.0 for 95; a fractional value is left for validation to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def scale_label(outscale: float) -> str:
+    """4.0 -> "x4", 2.5 -> "x2.5" (used in output folder and file names)."""
+    return f"x{outscale:g}"
