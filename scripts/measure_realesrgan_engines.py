@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from datapipe.image_io import read_image  # noqa: E402
 from utils.backends.realesrgan import packaged_model_files  # noqa: E402
 from utils.backends.rrdbnet import load_rrdbnet, upscale  # noqa: E402
-from utils.devices import cpu_has_native_bf16, set_threads  # noqa: E402
+from utils.devices import cpu_has_fast_bf16, set_threads  # noqa: E402
 from utils.evaluation.datasets import DATASETS_ROOT  # noqa: E402
 
 DEFAULT_IMAGE = DATASETS_ROOT / "Set5" / "butterfly.png"
@@ -75,7 +75,7 @@ def main() -> None:
         "torch bf16 channels_last": torch_engine(torch.bfloat16),
     }
     print(f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}, "
-          f"ncnn {ncnn.__version__}, native bf16: {cpu_has_native_bf16()}")
+          f"ncnn {ncnn.__version__}, fast (AMX) bf16: {cpu_has_fast_bf16()}")
     print(f"input: {args.image.name} centre crop {chw.shape[2]}×{chw.shape[1]}, {args.repeats} repeats")
     outputs = {name: run(chw) for name, run in engines.items()}  # warm-up: allocations, kernel choice
     times: dict[str, list[float]] = {name: [] for name in engines}

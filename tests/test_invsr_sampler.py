@@ -246,7 +246,7 @@ def test_backend(tiny_cfg):
 
 
 def test_bfloat16_models_stay_close_to_float32_and_run_channels_last(tiny_cfg):
-    """bf16 (the default on CPUs with native bf16): every model, the predictor included, is bf16 and the
+    """bf16 (the default on CPUs with AMX): every model, the predictor included, is bf16 and the
     convolutional ones are channels-last; the result stays within 0.02 (mean abs) of float32's, which
     on these tiny random models is ~1 % of the output's own spread."""
     lr = lr_image(16, 16, seed=5)
@@ -270,9 +270,9 @@ def test_auto_dtype_follows_the_cpu(tiny_cfg, monkeypatch):
 
     auto = with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "auto"})
     cpu = torch.device("cpu")
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
     assert model_dtype(auto, cpu) == torch.bfloat16
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
     assert model_dtype(auto, cpu) == torch.float32
     assert model_dtype(auto, torch.device("cuda")) == torch.float16
     assert model_dtype(with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "torch.float32"}), cpu) == torch.float32

@@ -238,3 +238,30 @@ def test_command_line_engine_ray(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["img00.png", "img01.png", "img02.png"]
     res = run_cli("-i", src, "-o", tmp_path / "out2", "--engine", "ray", "--ray-address", "127.0.0.1:1")
     assert res.returncode == 2 and "cannot connect to the Ray cluster at 127.0.0.1:1" in res.stderr
+
+
+@needs_ray
+def test_the_studio_batch_on_ray_matches_the_local_studio(engine, cfg, tmp_path):
+    """The app started with --engine ray: the Batch tab's folder run goes through the Ray engine, with
+    per-file progress, the same files and the same table as the app's local engine."""
+    from types import SimpleNamespace
+
+    from utils.studio.service import Studio
+    from utils.studio.settings import Settings
+
+    make_images(tmp_path / "root" / "holiday", 3)
+    settings = vars(Settings.defaults(cfg, "bicubic").replace(color_fix="none").applicable())
+    request = SimpleNamespace(session_hash="s1")
+    tables = {}
+    for name, ray in (("local", None), ("ray", engine)):
+        studio = Studio(cfg, "bicubic", tmp_path / "root", tmp_path / name, tmp_path / f"tmp-{name}", ray)
+        (tmp_path / f"tmp-{name}").mkdir()
+        progress = []
+        rows, archive, summary = studio.batch(folder="holiday", request=request,
+                                              progress=lambda f, desc="": progress.append(desc), **settings)
+        tables[name] = sorted(rows)
+        assert summary.startswith("3 ok") and archive.endswith("holiday_bicubic_x4.zip")
+        if ray is not None:
+            assert [d.split(" · ")[0] for d in progress[1:]] == [f"file {n}/3 done" for n in (1, 2, 3)]
+    assert [r[:3] for r in tables["ray"]] == [r[:3] for r in tables["local"]]
+    assert outputs(tmp_path / "ray" / "holiday_x4") == outputs(tmp_path / "local" / "holiday_x4")

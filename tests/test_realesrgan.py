@@ -62,11 +62,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture
 def cpu_only(monkeypatch):
-    """This machine as any CPU-only one, whatever its flags; the test sets native bf16 itself."""
+    """This machine as any CPU-only one, whatever its flags; the test sets fast bf16 itself."""
     monkeypatch.setattr(devices, "pick_device", lambda prefer=None: torch.device("cpu"))
 
     def native_bf16(flag: bool):
-        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: flag)
+        monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: flag)
 
     return native_bf16
 

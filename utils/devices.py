@@ -26,14 +26,16 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 CPUINFO = Path("/proc/cpuinfo")
-# CPU flags (Linux names) of instructions that compute in bfloat16 natively; without them torch
-# emulates bf16 through float32, which is slower than plain float32.
-NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# CPU flags (Linux names) under which oneDNN's bfloat16 convolutions and matmuls beat float32: the AMX
+# tile units (about 0.35× float32's time for Real-ESRGAN, issue 11). AVX512-BF16 alone computes bf16
+# natively too, but measured on such a Xeon (no AMX) bf16 was slower than float32: Real-ESRGAN x4plus
+# 1.38×, an InvSR patch 1.33× (docs/benchmarks.md). Without either, bf16 is emulated and slower still.
+FAST_BF16_FLAGS = frozenset({"amx_bf16"})
 
 
 @lru_cache(maxsize=None)
-def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether this CPU advertises bfloat16 instructions; read at run time, False when unknown."""
+def cpu_has_fast_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU runs bfloat16 faster than float32 (AMX); read at run time, False when unknown."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -45,7 +47,7 @@ def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
         key, _, value = line.partition(":")
         if key.strip() == "flags":
             flags.update(value.split())
-    return not NATIVE_BF16_FLAGS.isdisjoint(flags)
+    return not FAST_BF16_FLAGS.isdisjoint(flags)
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,8 +59,8 @@ _ALLOWED = {"cpu": {"float32", "bfloat16"}, "cuda": {"float32", "bfloat16", "flo
 def inference_dtype(device: torch.device | str, prefer: str | None = None) -> torch.dtype:
     """Weight/activation dtype for a convolutional model on ``device``.
 
-    Default: CUDA float16, MPS float32, CPU bfloat16 only when the CPU computes it natively
-    (:func:`cpu_has_native_bf16`), otherwise float32. ``prefer`` ("float32", "bfloat16",
+    Default: CUDA float16, MPS float32, CPU bfloat16 only where it is faster than float32
+    (:func:`cpu_has_fast_bf16`), otherwise float32. ``prefer`` ("float32", "bfloat16",
     "float16") overrides it when the device supports that dtype; anything else raises ValueError.
     """
     kind = torch.device(device).type
@@ -72,7 +74,7 @@ def inference_dtype(device: torch.device | str, prefer: str | None = None) -> to
         return _DTYPES[prefer]
     if kind == "cuda":
         return torch.float16
-    if kind == "cpu" and cpu_has_native_bf16():
+    if kind == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 

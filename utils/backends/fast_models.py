@@ -2,7 +2,7 @@
 
 Each runs with ncnn in float32 (on a Vulkan GPU when ncnn finds one): on this project's CPU they take
 a fraction of a second where Real-ESRGAN x4plus takes seconds, and ncnn is the fastest engine here
-(PyTorch bfloat16 only pays off on CPUs with native bf16, and these networks are tiny anyway).
+(PyTorch bfloat16 only pays off on CPUs with AMX, and these networks are tiny anyway).
 """
 from __future__ import annotations
 

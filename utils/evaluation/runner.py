@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from datapipe.image_io import list_images
-from utils.backends import backend_status, load_backend
+from utils.backends import BACKENDS, backend_status, load_backend
 from utils.config import load_config, with_overrides
 from utils.evaluation.datasets import SCALE, align_hr, load_rgb, make_lr, match_pairs, modcrop, resolve_dataset
 from utils.evaluation.metrics import LPIPS, PeakRSS, score_pair
@@ -31,7 +31,8 @@ from utils.evaluation.report import STUDY_TITLES, group_rows, summary_table, wri
 from utils.pipeline.chain import run_pipeline, to_array, to_tensor
 from utils.pipeline.settings import RunSettings
 
-DEFAULT_BACKENDS = ("bicubic", "realesrgan", "invsr")
+# Every backend the project has, the baseline first (unavailable ones, e.g. InvSR without weights, are skipped).
+DEFAULT_BACKENDS = ("bicubic", *(name for name in BACKENDS if name != "bicubic"))
 
 # Every post-processing stage off: the "off" rows and the base of each ablation.
 BASE_OVERRIDES = {

@@ -18,6 +18,7 @@ from pathlib import Path, PurePath
 from typing import Iterator, Optional
 
 import gradio as gr
+import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -28,6 +29,7 @@ from utils.batch.naming import output_name, plan_outputs, plan_paths
 from utils.batch.ray_engine import RayEngine, RayEngineError
 from utils.batch.runner import ERRORS_LOG, BatchItem, count_statuses, describe_error, process_batch
 from utils.config import ConfigError
+from utils.evaluation.niqe import ImageTooSmall, niqe
 from utils.pipeline.chain import Cancelled, bicubic_reference, to_array, to_tensor, upscale_image
 from utils.pipeline.limits import LimitError
 from utils.pipeline.settings import RunSettings
@@ -42,6 +44,7 @@ RESULT_TTL_SECONDS = 3600         # per-request folders older than this are remo
 ZIP_MAX_MEMBERS = 10_000
 ZIP_MAX_BYTES = 1024 ** 3         # uncompressed, per uploaded zip
 ESTIMATE_SIZE = 512               # the image side the estimate assumes before one is uploaded
+NIQE_MAX_PIXELS = 16_000_000      # larger results are not scored: NIQE holds several float64 copies
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,27 @@ class SingleRun:
     @property
     def cancelled(self) -> bool:
         return self.result is None
+
+
+def niqe_text(rgb: np.ndarray) -> str:
+    """NIQE of an H×W×3 image in [0, 1] (lower is more natural) to two decimals, or why there is none."""
+    if rgb.shape[0] * rgb.shape[1] > NIQE_MAX_PIXELS:
+        return f"– (over {NIQE_MAX_PIXELS // 1_000_000} MP)"
+    try:
+        return f"{niqe(rgb):.2f}"
+    except ImageTooSmall:
+        return "– (under two 96×96 blocks)"
+    except FileNotFoundError as exc:  # the pristine model is not installed
+        log.warning("%s", exc)
+        return "– (not installed: make setup)"
+
+
+def niqe_of_file(path: Path) -> str:
+    """:func:`niqe_text` of an image file as it was written (colour only; alpha is not scored)."""
+    try:
+        return niqe_text(read_image(path, max_pixels=NIQE_MAX_PIXELS).rgb)
+    except ImageError:
+        return f"– (over {NIQE_MAX_PIXELS // 1_000_000} MP)"
 
 
 def user_error(message: str) -> gr.Error:
@@ -214,7 +238,11 @@ class Studio:
             # The slider's "before": the input bicubic-upscaled to the result's size (display only, so JPEG).
             before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)))
             before_path = write_image(out_dir / "bicubic.jpg", img.with_pixels(before_rgb, None), quality=90)
-        return SingleRun(run, info.summary(), str(result_path), str(before_path), info.seconds)
+        summary = info.summary()
+        if settings.get("niqe"):
+            # Both before encoding, so neither is scored with the other's compression.
+            summary += f" · NIQE bicubic {niqe_text(before_rgb)} → result {niqe_text(result.rgb)} (lower: more natural)"
+        return SingleRun(run, summary, str(result_path), str(before_path), info.seconds)
 
     def upscale(self, image: str, request: gr.Request, progress=gr.Progress(), **settings):
         """One image → ((bicubic, result) for the slider, the result file, info line)."""
@@ -258,9 +286,10 @@ class Studio:
         name, cfg, run = self.check(settings)
         backend = None if self.ray is not None else self._load(name, cfg)
         with self._request_dir() as req_dir:
-            return self._run_batch(files, folder, bool(overwrite), backend, cfg, run, req_dir, request, progress)
+            return self._run_batch(files, folder, bool(overwrite), backend, cfg, run, req_dir, request, progress,
+                                   bool(settings.get("niqe")))
 
-    def _run_batch(self, files, folder, overwrite, backend, cfg, run, req_dir, request, progress):
+    def _run_batch(self, files, folder, overwrite, backend, cfg, run, req_dir, request, progress, score):
         try:
             if folder:
                 in_dir, out_dir, pairs, refused = self._folder_inputs(folder, run)
@@ -296,7 +325,9 @@ class Studio:
                     cancelled = True
         finished = {item.source for item in done}
         done += [BatchItem(src, None, "cancelled", "not processed") for src, _ in pairs if src not in finished]
-        rows = [[_display_name(i.source, in_dir), i.status, i.reason, round(i.seconds, 2)] for i in done]
+        # Scored from the files as written (after the batch, so the Ray workers need no NIQE model).
+        rows = [[_display_name(i.source, in_dir), i.status, i.reason, round(i.seconds, 2),
+                 niqe_of_file(i.output) if score and i.output is not None else ""] for i in done]
         outputs = [i.output for i in done if i.status in ("ok", "skipped") and i.output is not None]
         archive_name = f"{title}_{run.backend}_{scale_label(run.outscale)}.zip"
         archive = _zip_results(outputs, out_dir, req_dir / archive_name) if outputs else None

@@ -27,7 +27,7 @@ from utils.studio.settings import (BACKEND_SPECIFIC, MAX_OVERLAP_RANGE, MIN_OVER
                                    TILE_SIZE_RANGE, Settings, scale_label, tiling_defaults)
 
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
-TABLE_HEADERS = ["file", "status", "reason", "seconds"]
+TABLE_HEADERS = ["file", "status", "reason", "seconds", "NIQE"]
 HISTORY_SIZE = 8                  # runs kept in a session's history
 ZOOM_SIZE = 256                   # side of the 100 % crops, in result pixels
 COMPARE_WITH = ("bicubic", "previous run")
@@ -51,6 +51,7 @@ INFO = {
     "color_fix": "match the result's colours to the input (wavelet: keep detail, fix tint)",
     "attention_fusion": "blend in the bicubic upscale where the result has weak edges",
     "edge_enhancement": "edge-aware sharpening of the result",
+    "niqe": "no-reference naturalness of the result and of bicubic, lower is better (≈ 0.1 s per MP)",
 }
 INVSR_INFO = {"overlap": "InvSR: patches overlap by half",
               "tile_size": "InvSR: 256 for inputs from 512×512 up, as its reference does"}
@@ -165,6 +166,7 @@ def settings_panel(defaults: Settings) -> tuple[dict[str, gr.components.Componen
         c["format"] = gr.Radio(list(OUTPUT_FORMATS), value=defaults.format, label="Format", min_width=200)
         c["quality"] = SettingSlider(50, 100, value=defaults.quality, step=1, label="WebP/JPEG quality",
                                      visible=defaults.format != "png", min_width=160)
+    c["niqe"] = gr.Checkbox(defaults.niqe, label="Quality score (NIQE)", info=INFO["niqe"])
 
     def show_with(trigger, target, when=bool):
         trigger.change(lambda v: gr.update(visible=when(v)), trigger, target, queue=False, api_visibility="private")

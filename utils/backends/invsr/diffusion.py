@@ -132,11 +132,13 @@ def place_models(vae: torch.nn.Module, unet: torch.nn.Module, text_encoder: torc
     On CUDA the predictor stays float32 and runs under autocast, like the reference; elsewhere it takes
     the models' dtype (bfloat16 on a CPU only where it is native).
     """
-    for m in (vae, unet, text_encoder):
-        m.to(device, dtype)
-    predictor.to(device, torch.float32 if device.type == "cuda" else dtype)
-    for m in (vae, unet, text_encoder, predictor):
-        m.eval().requires_grad_(False)
+    wanted = {vae: dtype, unet: dtype, text_encoder: dtype,
+              predictor: torch.float32 if device.type == "cuda" else dtype}
+    for m, m_dtype in wanted.items():
+        # Cast only what differs: diffusers warns on every dtype cast, also a no-op one.
+        if next(m.parameters()).dtype != m_dtype:
+            m.to(dtype=m_dtype)
+        m.to(device).eval().requires_grad_(False)
     if channels_last(device):
         for m in (vae, unet, predictor):
             m.to(memory_format=torch.channels_last)
