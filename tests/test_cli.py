@@ -218,3 +218,11 @@ def test_help_shows_examples_and_defaults():
     for default in (f"default {cfg.outscale:g}", f"default {cfg.output.quality}", f"default {cfg.color_fix}",
                     f"realesrgan {cfg.realesrgan.tile_size}", f"invsr {cfg.basesr.chopping.pch_size}"):
         assert default in text, default
+
+
+def test_the_command_line_does_not_import_diffusers_until_invsr_runs():
+    """diffusers costs ~7 s to import on this CPU; a Real-ESRGAN run (or -h) must not pay for it."""
+    probe = "import sys, inference_invsr; print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

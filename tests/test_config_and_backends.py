@@ -1,4 +1,5 @@
 import pytest
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
@@ -82,3 +83,16 @@ def test_settings_record_holds_what_changes_the_output(cfg):
     assert not {"seed", "timesteps", "batch_size", "quality"} & real.keys()
     invsr = RunSettings.from_config(with_overrides(cfg, {"output.format": "webp"}), "invsr").record()
     assert invsr["seed"] == 12345 and invsr["timesteps"] == [200] and invsr["quality"] == 95
+
+
+def test_loading_a_backend_leaves_the_process_thread_count_alone(cfg):
+    """Threads are set once by the entry point (utils.devices.set_threads); a model load never resets them."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for engine in ("torch", "ncnn"):  # two model identities: each is a fresh load
+            load_backend("realesrgan", with_overrides(cfg, {"realesrgan.engine": engine, "realesrgan.dtype": None}))
+        load_backend("span", cfg)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

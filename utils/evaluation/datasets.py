@@ -7,11 +7,10 @@ import numpy as np
 from PIL import Image
 
 from datapipe.image_io import list_images
-from utils.config import PROJECT_ROOT
+from utils.config import PROJECT_ROOT, SCALE
 
 DATASETS_ROOT = PROJECT_ROOT.parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("Set5", "Set14", "BSD68")
-SCALE = 4
 LR_RESIZE = "PIL Image.resize(BICUBIC), antialiased, after cropping HR to a multiple of 4"
 
 

@@ -5,7 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-MAX_STEPS = 5
+from utils.config import MAX_STEPS
+
 MIN_TIMESTEP = 20
 # Lower end for a single base timestep, which has no T[-1] below T[0] to space towards
 # (50 is the smallest timestep of the reference's default lists).

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from utils.backends.invsr.noise_predictor import NoisePredictor, load_noise_predictor
 from utils.backends.invsr.weights import InvSRWeights
 from utils.config import SCALE
 from utils.devices import inference_dtype
@@ -26,6 +25,7 @@ from utils.tiling.chopping import PatchGrid, ProgressFn, blend_patches, pad_to_m
 from utils.tiling.smart_chopping import plan_chopping
 
 if TYPE_CHECKING:
+    from utils.backends.invsr.noise_predictor import NoisePredictor
     from utils.pipeline.settings import RunSettings
 
 POSITIVE_PROMPT = ("Cinematic, high-contrast, photo-realistic, 8k, ultra HD, meticulous detailing, "
@@ -101,6 +101,9 @@ def load_models(weights: InvSRWeights, np_params: dict, device: torch.device, dt
                 tiling: Optional[tuple[int, int]] = None) -> InvSRModels:
     """Load SD-Turbo's VAE, UNet and text encoder (diffusers/transformers, local files only) and the
     noise predictor. ``tiling``: (latent, sample) tile sizes for diffusers' tiled VAE, or None."""
+    # Imported here: diffusers takes seconds to import, which no other backend (nor --help) should pay.
+    from utils.backends.invsr.noise_predictor import NoisePredictor, load_noise_predictor
+
     predictor = load_noise_predictor(NoisePredictor(**np_params), weights.noise_predictor)
     return assemble_models(weights.sd_dir, predictor, device, dtype, tiling)
 
