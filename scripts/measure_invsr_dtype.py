@@ -22,7 +22,8 @@ import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
-from utils.backends.invsr.diffusion import POSITIVE_PROMPT, InvSRModels, place_models, sample_patches  # noqa: E402
+from utils.backends.invsr.diffusion import (  # noqa: E402
+    POSITIVE_PROMPT, InvSRModels, place_models, sample_patches, upsample_lr)
 from utils.backends.invsr.noise_predictor import NoisePredictor  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
 from utils.devices import cpu_has_fast_bf16, set_threads  # noqa: E402
@@ -68,7 +69,7 @@ def converted(models: InvSRModels, dtype: torch.dtype) -> InvSRModels:
 
 def stages(m: InvSRModels, lr: torch.Tensor, settings: RunSettings) -> dict:
     """name -> zero-argument call of each stage on one patch, and the whole patch."""
-    up = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic").to(m.dtype) * 2 - 1
+    up = upsample_lr(lr.to(m.dtype))  # as sample_patches feeds the VAE
     latent = torch.randn(1, 4, PATCH // 2, PATCH // 2).to(m.dtype)
     embeds = m._prompts[POSITIVE_PROMPT]
     t = torch.tensor([199])

