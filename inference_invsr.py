@@ -3,6 +3,7 @@
 
     python inference_invsr.py -i photo.jpg -o out/
     python inference_invsr.py -i ../shared/datasets/Set5 -o out --backend realesrgan
+    python inference_invsr.py -i photos/ -o out/ --model 4x-UltraSharp.pth
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from utils.backends import BACKEND_CHOICES, BackendUnavailable, resolve_backend_name
+from utils.backends.custom import custom_model
+from utils.backends.custom_model import SUFFIXES, SUPPORTED_SCALES
 from utils.batch.console import EXIT_USAGE, run_batch_command
 from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, TILE_SIZE_KEY, ConfigError,
                           config_problems, load_config, parse_timesteps, with_overrides)
@@ -26,7 +29,8 @@ FLAG_KEYS = {
     "num_steps": "num_steps", "timesteps": "timesteps", "chopping_bs": "basesr.chopping.extra_bs",
     "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "format": "output.format",
     "quality": "output.quality", "threads": "threads", "sd_path": "sd_pipe.params.pretrained_model_name_or_path",
-    "started_ckpt_path": "model_start.ckpt_path", **{key: f"postprocess.{key}" for key in POSTPROCESS_FLAGS},
+    "started_ckpt_path": "model_start.ckpt_path", "model": "custom.model_path",
+    **{key: f"postprocess.{key}" for key in POSTPROCESS_FLAGS},
 }
 ENGINES = ("local", "ray")
 EXAMPLES = """examples:
@@ -36,6 +40,7 @@ EXAMPLES = """examples:
   %(prog)s -i photo.jpg -o out/ --backend invsr --num_steps 2     diffusion (needs the InvSR weights)
   %(prog)s -i big.png -o out/ --tile_size 256 --overlap 16        smaller tiles, less memory
   %(prog)s -i photos/ -o /shared/out --engine ray --workers 4     on Ray (embedded, or --ray-address)
+  %(prog)s -i photos/ -o out/ --model 4x-UltraSharp.pth           your own model file, at its scale
 
 Unset options take their value from the config (--cfg_path); a setting the chosen backend does not use
 is refused, and a bad value stops the run before any work (exit 2)."""
@@ -53,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp = cfg.postprocess
     tiles = ", ".join(f"{name} {OmegaConf.select(cfg, key)}" for name, key in TILE_SIZE_KEY.items())
     p = argparse.ArgumentParser(description="Image super-resolution (×2-×4): InvSR, Real-ESRGAN, SPAN, "
-                                            "waifu2x or bicubic.", epilog=EXAMPLES,
+                                            "waifu2x or bicubic; or your own model file (--model, ×1-×8).",
+                                epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--in_path", required=True, help="input image or folder")
     p.add_argument("-o", "--out_path", required=True, help="output folder, or an output file for one input")
@@ -68,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chopping_bs", type=int, default=None,
                    help=f"tiles per model call (default {cfg.basesr.chopping.extra_bs})")
     p.add_argument("--color_fix", choices=COLOR_FIX_METHODS, default=None, help=f"default {cfg.color_fix}")
-    p.add_argument("--outscale", type=float, default=None, help=f"final scale 1-4 (default {cfg.outscale:g})")
+    p.add_argument("--outscale", type=float, default=None,
+                   help=f"final scale 1-4 (default {cfg.outscale:g}); with --model 1 to max(4, the model's scale), "
+                        "default the model's scale")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help=f"output format when -o is a folder (default {cfg.output.format})")
     p.add_argument("--quality", type=int, default=None, help=f"WebP/JPEG quality 1-100 (default {cfg.output.quality})")
@@ -81,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     invsr.add_argument("--seed", type=int, default=None, help=f"default {cfg.seed}")
     invsr.add_argument("--sd_path", default=None, help="local SD-Turbo folder (diffusers layout)")
     invsr.add_argument("--started_ckpt_path", default=None, help="local noise_predictor_sd_turbo_v5.pth")
+    p.add_argument_group("your own model (the custom backend)").add_argument(
+        "--model", default=None, metavar="FILE",
+        help=f"a model file ({' '.join(SUFFIXES)}) of any architecture spandrel 0.4.2 detects (ESRGAN, "
+             "Real-ESRGAN Compact, SPAN, SwinIR, HAT, DAT, OmniSR, ...) at "
+             f"{', '.join(f'×{s}' for s in SUPPORTED_SCALES)}, including ×1 restoration (denoise, JPEG). Read as "
+             "tensors only: a file whose loading would run code is refused; face restoration and inpainting "
+             "models are refused")
     p.add_argument_group("waifu2x only").add_argument(
         "--denoise", type=int, default=None, help=f"JPEG noise removal -1 (off) to 3 (default {cfg.waifu2x.denoise})")
     post = p.add_argument_group("post-processing (see docs/postprocessing.md); off unless given")
@@ -118,6 +133,8 @@ def user_overrides(args: argparse.Namespace) -> dict:
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
     if args.backend is not None:
         overrides["backend"] = args.backend
+    if args.model is not None:
+        overrides["backend"] = "custom"
     if args.num_steps is not None and args.timesteps is None:
         overrides["timesteps"] = None  # --num_steps picks the default list, replacing the YAML's timesteps
     return overrides
@@ -145,8 +162,12 @@ def flag_problems(problems: list[str], flags: dict[str, str]) -> list[str]:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.model is not None and args.backend not in (None, "custom"):
+        parser.error(f"--model runs your model file (the custom backend), not --backend {args.backend}")
     try:
         cfg = with_overrides(load_config(args.cfg_path), user_overrides(args))
+        if args.model is not None and args.outscale is None:  # the file's own scale, not the config's
+            cfg = with_overrides(cfg, {"outscale": custom_model(cfg).scale})
         # An explicit backend is taken as named (the batch run says if it cannot run, or fetches InvSR's weights).
         backend = cfg.backend if cfg.backend in TILE_SIZE_KEY else resolve_backend_name(cfg)[0]
     except (ConfigError, KeyError, FileNotFoundError, BackendUnavailable) as exc:

@@ -16,6 +16,7 @@ ARCHITECTURES = {
     "SwinIR": (lambda: SwinIR(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2,
                               upscale=3, upsampler="pixelshuffledirect"), 3),
     "Compact-x1": (lambda: Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=1), 1),
+    "Compact-x8": (lambda: Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=8), 8),
 }
 
 

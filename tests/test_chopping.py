@@ -125,3 +125,13 @@ def test_pad_to_multiple():
     torch.testing.assert_close(y[..., :13, :], x)
     already = x[..., :8, :8]
     assert pad_to_multiple(already, 8) is already
+
+
+@pytest.mark.parametrize("length", [96, 400, 1168, 2048])
+def test_aligned_balanced_grid_keeps_the_tile_count_on_the_alignment_grid(length):
+    plain, aligned = PatchGrid.balanced(length, 7, 300, 84), PatchGrid.balanced(length, 7, 300, 84, align=16)
+    rows = sorted({r for r, _ in aligned.starts})
+    assert len(rows) == len({r for r, _ in plain.starts})
+    assert all(r % 16 == 0 for r in rows) and (aligned.height % 16 == 0 or rows == [0])
+    assert rows[-1] + aligned.height == length
+    assert all(b - a <= aligned.height - 84 for a, b in zip(rows, rows[1:]))  # the overlap is kept

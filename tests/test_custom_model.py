@@ -10,7 +10,8 @@ from tests.custom_models import ARCHITECTURES, random_model, save_model
 from utils.backends import custom_model
 from utils.backends.custom_model import ModelFileError, load_custom_model
 
-DETECTED = {"ESRGAN": "ESRGAN", "Compact": "Compact", "SPAN": "SPAN", "SwinIR": "SwinIR", "Compact-x1": "Compact"}
+DETECTED = {"ESRGAN": "ESRGAN", "Compact": "Compact", "SPAN": "SPAN", "SwinIR": "SwinIR", "Compact-x1": "Compact",
+            "Compact-x8": "Compact"}
 
 
 def one_clear_error(path, match: str) -> str:

@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "sample-sd-turbo.yaml"
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 
-SCALE = 4                   # every backend's native scale
+SCALE = 4                   # InvSR's native scale, and the packaged models' largest
 MAX_TIMESTEP = 999          # SD-Turbo's scheduler has 1000 training timesteps
 # Default timestep lists of the reference InvSR, by number of steps.
 DEFAULT_TIMESTEPS = {
@@ -30,20 +30,20 @@ MAX_STEPS = max(DEFAULT_TIMESTEPS)
 COLOR_FIX_METHODS = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
 FUSION_METHODS = ("weighted", "max")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
-OUTSCALE_RANGE = (1.0, 4.0)
+OUTSCALE_RANGE = (1.0, 4.0)   # a user's ×8 model (the custom backend) may go up to its scale
 # Stages that only some backends can use; the others are refused, never silently ignored.
 STAGE_BACKENDS = {
     "adaptive_scheduler": ("invsr",),
     "adaptive_guidance": ("invsr",),
     # Fusion blends the model's detail with the bicubic fallback: for bicubic itself it is a no-op.
-    "attention_fusion": ("invsr", "realesrgan", "span", "realesrgan-anime", "waifu2x"),
+    "attention_fusion": ("invsr", "realesrgan", "span", "realesrgan-anime", "waifu2x", "custom"),
 }
 # Which config key holds the patch (tile) size of each backend, in input pixels.
 TILE_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.tile_size",
                  "span": "span.tile_size", "realesrgan-anime": "realesrgan-anime.tile_size",
-                 "waifu2x": "waifu2x.tile_size", "bicubic": "bicubic.tile_size"}
+                 "waifu2x": "waifu2x.tile_size", "bicubic": "bicubic.tile_size", "custom": "custom.tile_size"}
 # Config sections of the convolutional (context-tiled) backends, named like the backends.
-TILED_SECTIONS = ("realesrgan", "span", "realesrgan-anime", "waifu2x", "bicubic")
+TILED_SECTIONS = ("realesrgan", "span", "realesrgan-anime", "waifu2x", "bicubic", "custom")
 REALESRGAN_ENGINES = ("auto", "torch", "ncnn")
 REALESRGAN_DTYPES = (None, "float32", "bfloat16", "float16")
 INVSR_DTYPES = ("auto", "float32", "bfloat16", "float16")  # a "torch." prefix is accepted
@@ -140,7 +140,7 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
         problems.append(str(exc))
     need(_is_int(cfg.seed), f"seed must be an integer (got {cfg.seed!r})")
     need(_is_number(cfg.cfg_scale) and cfg.cfg_scale >= 0, f"cfg_scale must be a number ≥ 0 (got {cfg.cfg_scale!r})")
-    need(cfg.basesr.sf == SCALE, f"basesr.sf must be {SCALE}: every backend upscales by exactly ×{SCALE}")
+    need(cfg.basesr.sf == SCALE, f"basesr.sf must be {SCALE}: InvSR upscales by exactly ×{SCALE}")
     pch = cfg.basesr.chopping.pch_size
     need(_is_int(pch) and pch > 0 and pch % 8 == 0,
          f"basesr.chopping.pch_size must be a positive multiple of 8 (got {pch!r})")
@@ -157,8 +157,9 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     need(dtype in INVSR_DTYPES, f"sd_pipe.params.torch_dtype must be one of {', '.join(INVSR_DTYPES)} (got {dtype!r})")
     need(cfg.realesrgan.engine in REALESRGAN_ENGINES,
          f"realesrgan.engine must be one of {', '.join(REALESRGAN_ENGINES)} (got {cfg.realesrgan.engine!r})")
-    need(cfg.realesrgan.dtype in REALESRGAN_DTYPES,
-         f"realesrgan.dtype must be null or one of float32, bfloat16, float16 (got {cfg.realesrgan.dtype!r})")
+    for section in ("realesrgan", "custom"):
+        need(cfg[section].dtype in REALESRGAN_DTYPES,
+             f"{section}.dtype must be null or one of float32, bfloat16, float16 (got {cfg[section].dtype!r})")
     need(_is_int(cfg.waifu2x.denoise) and cfg.waifu2x.denoise in WAIFU2X_DENOISE_LEVELS,
          f"waifu2x.denoise must be -1 (off), 0, 1, 2 or 3 (got {cfg.waifu2x.denoise!r})")
     need((cfg.color_fix or "none") in COLOR_FIX_METHODS,
@@ -172,6 +173,8 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
          f"smart chopping overlaps must satisfy 0 ≤ min_overlap < max_overlap < 1 "
          f"(got {pp.min_overlap!r}, {pp.max_overlap!r})")
     low, high = OUTSCALE_RANGE
+    if backend == "custom":
+        high = max(high, _custom_scale(cfg, problems))
     need(_is_number(cfg.outscale) and low <= cfg.outscale <= high,
          f"outscale must be between {low:g} and {high:g} (got {cfg.outscale!r})")
     need(cfg.output.format in OUTPUT_FORMATS,
@@ -185,6 +188,19 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
         problems += [f"{stage.replace('_', ' ')} applies only to {names_list(names)}, not {backend}"
                      for stage, names in STAGE_BACKENDS.items() if pp[stage] and backend not in names]
     return problems
+
+
+def _custom_scale(cfg: DictConfig, problems: list[str]) -> int:
+    """The native scale of the custom backend's model file (loaded and checked once, then cached); a
+    file that cannot be used is a problem of the config, reported before any work."""
+    from utils.backends.base import BackendUnavailable
+    from utils.backends.custom import custom_model
+
+    try:
+        return custom_model(cfg).scale
+    except BackendUnavailable as exc:
+        problems.append(str(exc))
+        return 0
 
 
 def names_list(names) -> str:

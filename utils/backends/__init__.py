@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from utils.backends.base import Availability, Backend, BackendUnavailable
 from utils.backends.bicubic import BicubicBackend
+from utils.backends.custom import CustomBackend
 from utils.backends.fast_models import AnimeBackend, SpanBackend, Waifu2xBackend
 from utils.backends.invsr.backend import InvSRBackend
 from utils.backends.realesrgan import RealESRGANBackend
@@ -22,6 +23,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "realesrgan-anime": AnimeBackend,
     "waifu2x": Waifu2xBackend,
     "bicubic": BicubicBackend,
+    "custom": CustomBackend,  # a user's model file (custom.model_path); never chosen by "auto"
 }
 BACKEND_CHOICES = ("auto", *BACKENDS)
 OFFLINE_DEFAULT = "realesrgan"

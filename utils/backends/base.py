@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig
 
 from utils.config import SCALE
-from utils.tiling.chopping import FEATHER, ProgressFn, blend_patches, context_grid, context_window, multiply_windows
+from utils.tiling.chopping import (FEATHER, ProgressFn, blend_patches, context_grid, context_window, multiply_windows,
+                                   pad_to_multiple)
 from utils.tiling.smart_chopping import plan_chopping
 
 if TYPE_CHECKING:
@@ -112,6 +113,9 @@ class TiledBackend(Backend):
     # Input pixels of context that make a tile match the whole-image result (≥ 45 dB), from the
     # network's receptive field; ``settings.tile_margin`` overrides it.
     context_margin: ClassVar[int] = 16
+    # Tiles start and end on multiples of this (the image is padded to one): attention windows and
+    # pooling are anchored at the image origin, so a tile off that grid computes other windows.
+    tile_alignment: ClassVar[int] = 1
 
     @abstractmethod
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -124,11 +128,14 @@ class TiledBackend(Backend):
     def upscale(self, lr: torch.Tensor, settings: "RunSettings",
                 progress: Optional[ProgressFn] = None) -> torch.Tensor:
         h, w = lr.shape[-2:]
-        scale, margin = self.native_scale(settings), self.tile_margin(settings)
-        fixed = context_grid(h, w, settings.tile_size, margin)
-        grid, attention = plan_chopping(lr, settings.tile_size + 2 * margin + FEATHER, fixed, settings)
-        window = context_window(grid, h, w, margin, scale)
+        scale, margin, align = self.native_scale(settings), self.tile_margin(settings), self.tile_alignment
+        padded = pad_to_multiple(lr, align)
+        ph, pw = padded.shape[-2:]
+        fixed = context_grid(ph, pw, settings.tile_size, margin, align=align)
+        grid, attention = plan_chopping(padded, settings.tile_size + 2 * margin + FEATHER, fixed, settings)
+        window = context_window(grid, ph, pw, margin, scale)
         if attention is not None:
             window = multiply_windows(window, attention)
-        return blend_patches(lr, lambda x: self._patch(x, scale), grid, scale, batch_size=settings.batch_size,
-                             window=window, progress=progress)
+        out = blend_patches(padded, lambda x: self._patch(x, scale), grid, scale, batch_size=settings.batch_size,
+                            window=window, progress=progress)
+        return out[..., :h * scale, :w * scale]

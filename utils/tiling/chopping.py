@@ -46,25 +46,37 @@ class PatchGrid:
         return cls(tuple((r, c) for r in rows for c in cols), min(pch, h), min(pch, w))
 
     @classmethod
-    def balanced(cls, h: int, w: int, max_tile: int, overlap: int) -> "PatchGrid":
+    def balanced(cls, h: int, w: int, max_tile: int, overlap: int, align: int = 1) -> "PatchGrid":
         """The fewest tiles of at most ``max_tile`` that overlap by at least ``overlap``, shrunk to share
         the image evenly: 512 px with 256-px tiles gives 3 tiles of 192, not tiles at 0, 224 and 256
-        (which would compute 2.25× the pixels in 2-D instead of 1.27×)."""
-        (th, rows), (tw, cols) = _balanced_axis(h, max_tile, overlap), _balanced_axis(w, max_tile, overlap)
+        (which would compute 2.25× the pixels in 2-D instead of 1.27×).
+
+        ``align`` > 1: tile sizes and starts are multiples of it (tiles may exceed ``max_tile`` by less
+        than ``align``), for sides that are multiples of it."""
+        (th, rows), (tw, cols) = (_balanced_axis(h, max_tile, overlap, align),
+                                  _balanced_axis(w, max_tile, overlap, align))
         return cls(tuple((r, c) for r in rows for c in cols), th, tw)
 
     def __len__(self) -> int:
         return len(self.starts)
 
 
-def _balanced_axis(length: int, max_tile: int, overlap: int) -> tuple[int, list[int]]:
+def _balanced_axis(length: int, max_tile: int, overlap: int, align: int = 1) -> tuple[int, list[int]]:
     if not 0 <= overlap < max_tile:
         raise ValueError(f"tile overlap must be in [0, tile size) (got {overlap} for tiles of {max_tile})")
     if length <= max_tile:
         return length, [0]
     count = math.ceil((length - overlap) / (max_tile - overlap))
     size = math.ceil((length + (count - 1) * overlap) / count)
-    return size, grid_starts(length, size, size - overlap)
+    if align == 1:
+        return size, grid_starts(length, size, size - overlap)
+    size = math.ceil(size / align) * align
+    while size < length:  # the same count of tiles, evenly spread on the alignment grid
+        starts = [round(i * (length - size) / (count - 1) / align) * align for i in range(count)]
+        if all(b - a <= size - overlap for a, b in zip(starts, starts[1:])):
+            return size, list(dict.fromkeys(starts))
+        size += align
+    return length, [0]
 
 
 def gaussian_window_1d(k: int) -> np.ndarray:
@@ -137,14 +149,15 @@ def blend_patches(
 FEATHER = 4
 
 
-def context_grid(h: int, w: int, core: int, margin: int, feather: int = FEATHER) -> PatchGrid:
+def context_grid(h: int, w: int, core: int, margin: int, feather: int = FEATHER, align: int = 1) -> PatchGrid:
     """Balanced tiles for :func:`context_window`: each contributes at most ``core`` pixels each way
     (more at the image border) and carries ``margin`` pixels of context on every inner side, so
-    neighbours overlap by ``2·margin + feather``. Tiles are at most ``core + 2·margin + feather``."""
+    neighbours overlap by ``2·margin + feather``. Tiles are at most ``core + 2·margin + feather``
+    (rounded up to ``align``, see :meth:`PatchGrid.balanced`)."""
     if core < 1 or margin < 0 or feather < 0:
         raise ValueError(f"need core ≥ 1 and margin, feather ≥ 0 (got {core}, {margin}, {feather})")
     overlap = 2 * margin + feather
-    return PatchGrid.balanced(h, w, core + overlap, overlap)
+    return PatchGrid.balanced(h, w, core + overlap, overlap, align)
 
 
 def _neighbour_overlaps(starts: Sequence[int], size: int, length: int) -> dict[int, tuple[int, int]]:
@@ -225,9 +238,10 @@ def reflect_pad_to_patch(x: torch.Tensor, pch: int) -> tuple[torch.Tensor, int, 
 
 
 def pad_to_multiple(x: torch.Tensor, mod: int) -> torch.Tensor:
-    """Reflect-pad bottom/right so that height and width are multiples of ``mod``."""
+    """Reflect-pad bottom/right so that height and width are multiples of ``mod`` (edge-replicate when
+    the image is too small to reflect that far)."""
     h, w = x.shape[-2:]
     pad_h, pad_w = (-h) % mod, (-w) % mod
     if pad_h == 0 and pad_w == 0:
         return x
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")

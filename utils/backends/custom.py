@@ -1,0 +1,101 @@
+"""The ``custom`` backend: a user's own model file (``custom.model_path``), any architecture spandrel
+detects, run through the same context-margin tiling, post-processing and resume records as the packaged
+models. Its one native scale is the file's; its context margin and tile alignment come from its
+architecture (:func:`utils.backends.custom_model.context_margin`, :func:`~utils.backends.custom_model.tile_alignment`).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from utils import devices
+from utils.backends.base import Availability, BackendUnavailable, TiledBackend
+from utils.backends.custom_model import (DEFAULT_CONTEXT_MARGIN, CustomModel, ModelFileError, check_model_path,
+                                         load_custom_model)
+
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def model_path(cfg) -> Path:
+    path = cfg.custom.model_path
+    if not path:
+        raise BackendUnavailable("the custom backend needs a model file: --model FILE (or custom.model_path)")
+    return Path(str(path)).expanduser()
+
+
+def custom_model(cfg) -> CustomModel:
+    """The checked model that ``cfg.custom.model_path`` names (loaded once per file version)."""
+    try:
+        return load_custom_model(model_path(cfg))
+    except ModelFileError as exc:
+        raise BackendUnavailable(str(exc)) from None
+
+
+def choose_dtype(model: CustomModel, device: torch.device, wanted: str | None) -> torch.dtype:
+    """``wanted`` (None: the device's fast dtype) where the model's descriptor supports it. Without an
+    explicit choice an unsupported half dtype falls back to float32; an explicit one is refused."""
+    try:
+        dtype = devices.inference_dtype(device, wanted)
+    except ValueError as exc:
+        raise BackendUnavailable(f"custom.dtype: {exc}") from None
+    if model.supports(dtype):
+        return dtype
+    if wanted is None:
+        return torch.float32
+    raise BackendUnavailable(f"{model.path.name}: {model.architecture} does not support {wanted} (its spandrel "
+                             "descriptor says so); use custom.dtype float32")
+
+
+class CustomBackend(TiledBackend):
+    name = "custom"
+    # Until a file is loaded; each instance takes its model's (see the module docstring).
+    context_margin: ClassVar[int] = DEFAULT_CONTEXT_MARGIN
+
+    def __init__(self, cfg):
+        self.model = custom_model(cfg)
+        self._device = devices.pick_device()
+        self.dtype = choose_dtype(self.model, self._device, cfg.custom.dtype)
+        descriptor = self.model.descriptor
+        if (self._device.type, self.dtype) != ("cpu", torch.float32):  # the loaded copy is shared
+            descriptor = copy.deepcopy(descriptor).to(self._device, self.dtype)
+        self.descriptor = descriptor
+        self.scale = self.model.scale
+        self.scales = (self.model.scale,)
+        self.context_margin = self.model.context_margin
+        self.tile_alignment = self.model.tile_alignment
+
+    @classmethod
+    def availability(cls, cfg) -> Availability:
+        try:
+            check_model_path(model_path(cfg))
+        except (BackendUnavailable, ModelFileError) as exc:
+            return Availability(False, str(exc))
+        return Availability(True)
+
+    @classmethod
+    def model_key(cls, cfg):
+        path = model_path(cfg).resolve()
+        stat = path.stat()  # a file replaced under the same name is loaded again
+        return str(path), stat.st_mtime_ns, stat.st_size, cfg.custom.dtype
+
+    def native_scale(self, settings) -> int:
+        return self.scale
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    @property
+    def identity(self) -> dict:
+        return {"backend": self.name, "model": self.model.path.name, "sha256": self.model.sha256,
+                "architecture": self.model.descriptor.architecture.id, "engine": "torch",
+                "dtype": DTYPE_NAMES[self.dtype]}
+
+    def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        # spandrel pads to the architecture's size rules, crops the result back and clamps to [0, 1].
+        out = self.descriptor(x.to(device=self._device, dtype=self.dtype))
+        # Copied: spandrel returns an inference-mode tensor, which the blending may not modify in place.
+        return out.to(device="cpu", dtype=torch.float32, copy=True)
