@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--started_ckpt_path", default=None, help="local noise_predictor_sd_turbo_v5.pth")
     p.add_argument("--batch-root", default="inputs", help="folders named in the Batch tab must be inside this")
     p.add_argument("--output-root", default="outputs", help="batch results from folders go under this")
+    p.add_argument("--models-dir", default=None,
+                   help="your own model files (.pth .pt .ckpt .safetensors, any architecture spandrel detects), "
+                        "listed in the model picker as “Your models” (default weights/models in the project)")
     p.add_argument("--concurrency", type=int, default=1, help="model runs at the same time")
     p.add_argument("--max-queue", type=int, default=20, help="requests waiting at most; more are turned away")
     p.add_argument("--max-file-size", default="50mb", help="largest upload, e.g. 50mb, 1gb")

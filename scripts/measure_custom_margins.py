@@ -1,11 +1,11 @@
 """Context margins for users' models: tiled result vs one whole-image forward, per architecture class.
 
 Each model file goes through the custom backend (the users' path) at each margin, with 32-px tile
-cores on the top-left ``--crop``² of Set14 baboon, ×scale, tiles aligned as the backend aligns them; PSNR is RGB against spandrel's whole-image forward
-of the same file. SPAN and Compact use the packaged trained weights (span ×4, realesr-animevideov3);
-the others spandrel's own classes at their published sizes with random weights (PyTorch's default
-initialisation): trained weights were not available offline, so treat those rows as a lower bound on
-how far the architecture reaches.
+cores on the top-left ``--crop``² of Set14 baboon, ×scale, tiles aligned as the backend aligns them;
+PSNR is RGB against spandrel's whole-image forward of the same file. SPAN and Compact use the
+packaged trained weights (span ×4, realesr-animevideov3); the others spandrel's own classes at their
+published sizes with random weights (PyTorch's default initialisation): trained weights were not
+available offline, so treat those rows as a lower bound on how far the architecture reaches.
 
     PYTHONPATH=. .venv/bin/python scripts/measure_custom_margins.py --margins 0,8,16,24,32,48,64
 """

@@ -10,6 +10,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app_server import running_app
+from tests.custom_models import ARCHITECTURES, random_model, save_model
 from utils.backends import BACKENDS
 from utils.config import ConfigError, load_config, parse_timesteps, resolve_timesteps, with_overrides
 from utils.pipeline.settings import RunSettings
@@ -107,12 +108,14 @@ def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("studio")
     (work / "inputs").mkdir()
     (work / "elsewhere").mkdir()
+    (work / "models").mkdir()
     return work
 
 
 @pytest.fixture(scope="module")
 def client(work):
-    with running_app(work, "--max-pixels", str(MAX_PIXELS), "--max-file-size", "1mb") as url:
+    with running_app(work, "--max-pixels", str(MAX_PIXELS), "--max-file-size", "1mb",
+                     "--models-dir", str(work / "models")) as url:
         yield Client(url, verbose=False)
 
 
@@ -325,3 +328,40 @@ def test_cancel_stops_between_images_without_partial_files_and_rerun_resumes(cli
             (folder / row[0]).unlink()
     table, _, _ = client.predict(folder="many", api_name="/batch")
     assert {row[0]: row[1] for row in table["data"]} == {name: "skipped" for name in written}
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_model_files_dropped_in_the_models_folder_are_listed_and_run(client, work, tmp_path, suffix):
+    """Your models: a file put in --models-dir while the studio runs is listed (architecture, scale,
+    parameters, size) and runs as backend "custom:<file>" at its own scale."""
+    archs = ["ESRGAN", "Compact", "SPAN", "SwinIR"]
+    models = {f"mine-{arch}{suffix}": random_model(arch) for arch in archs}
+    for file, model in models.items():
+        save_model(model, work / "models" / file)
+    listed = {m["file"]: m for m in client.predict(api_name="/models")}
+    crop(16).save(tmp_path / "crop.png")
+    for arch, (file, model) in zip(archs, models.items()):
+        entry = listed[file]
+        assert entry["usable"] and entry["value"] == f"custom:{file}"
+        assert (entry["architecture"], entry["scale"]) == ({"Compact": "RealESRGAN Compact"}.get(arch, arch),
+                                                          ARCHITECTURES[arch][1])
+        assert entry["parameters"] == sum(p.numel() for p in model.parameters())
+        assert entry["bytes"] == (work / "models" / file).stat().st_size
+        scale = entry["scale"]
+        _, download, info = client.predict(handle_file(str(tmp_path / "crop.png")), backend=entry["value"],
+                                           outscale=scale, color_fix="none", api_name="/upscale")
+        with Image.open(download) as result:
+            assert result.size == (16 * scale, 16 * scale)
+        assert info.startswith(f"custom ×{scale}")
+
+
+def test_unusable_or_escaping_model_files_are_refused(client, work, tmp_path):
+    (work / "models" / "notes.pth").write_text("not weights")
+    listed = {m["file"]: m for m in client.predict(api_name="/models")}
+    assert not listed["notes.pth"]["usable"] and "notes.pth: not a PyTorch model file" in listed["notes.pth"]["error"]
+    crop(16).save(tmp_path / "crop.png")
+    for backend, message in (("custom:notes.pth", "notes.pth: not a PyTorch model file"),
+                             ("custom:../inputs/x.pth", "name a model file directly inside the models folder"),
+                             ("custom:absent.pth", "'absent.pth' is not in the models folder")):
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(tmp_path / "crop.png")), backend=backend, api_name="/upscale")

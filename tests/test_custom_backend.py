@@ -118,7 +118,8 @@ def test_half_precision_only_where_the_descriptor_allows(tmp_path, cfg, monkeypa
     path = save_model(random_model("Compact"), tmp_path / "c.pth")
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)  # as on a CPU with AMX
     backend = CustomBackend(custom_cfg(cfg, path))
-    assert backend.identity["dtype"] == "bfloat16" and next(backend.descriptor.model.parameters()).dtype == torch.bfloat16
+    assert backend.identity["dtype"] == "bfloat16"
+    assert next(backend.descriptor.model.parameters()).dtype == torch.bfloat16
     monkeypatch.setattr(backend.model.descriptor, "supports_bfloat16", False)
     assert CustomBackend(custom_cfg(cfg, path)).identity["dtype"] == "float32"  # auto: falls back
     with pytest.raises(BackendUnavailable, match="c.pth: RealESRGAN Compact does not support bfloat16"):

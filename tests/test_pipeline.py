@@ -63,7 +63,7 @@ def test_smart_chopping_reaches_the_backend(cfg, butterfly):
 @pytest.mark.parametrize("stage,backend,words", [
     ("adaptive_scheduler", "realesrgan", "adaptive scheduler applies only to invsr, not realesrgan"),
     ("adaptive_guidance", "bicubic", "adaptive guidance applies only to invsr, not bicubic"),
-    ("attention_fusion", "bicubic", "attention fusion applies only to invsr, realesrgan, span, realesrgan-anime and waifu2x, not bicubic"),
+    ("attention_fusion", "bicubic", "attention fusion applies only to invsr, realesrgan, span, realesrgan-anime, waifu2x and custom, not bicubic"),
 ])
 def test_stages_that_do_not_apply_are_refused(cfg, stage, backend, words):
     with pytest.raises(ConfigError, match=words):

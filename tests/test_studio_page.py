@@ -66,7 +66,7 @@ def test_invsr_estimate_counts_its_patches(tiny_cfg):  # noqa: F811 (fixture)
 
 def test_every_tiled_backend_and_scale_has_a_measured_throughput():
     for name, cls in BACKENDS.items():
-        if name != "invsr":
+        if name not in ("invsr", "custom"):  # a user's model: derived from its parameter count
             assert all((name, scale) in estimates.SECONDS_PER_MEGAPIXEL for scale in cls.scales), name
 
 

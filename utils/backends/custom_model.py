@@ -28,9 +28,11 @@ from utils.checksums import file_sha256
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 SUPPORTED_SCALES = (1, 2, 3, 4, 8)
 # Input pixels of context per side that keep tiles within 45 dB of one whole-image forward, by
-# spandrel architecture id (measured: docs/benchmarks.md, "Context margins of users' models").
-# Compact's is exact from its depth (see :func:`context_margin`).
-CONTEXT_MARGINS = {"ESRGAN": 40, "SPAN": 22}
+# spandrel architecture id (scripts/measure_custom_margins.py, docs/benchmarks.md "Context margins of
+# users' models"). ESRGAN and SPAN measured with trained weights; SwinIR, OmniSR and SAFMN with random
+# ones (45 dB at 8, 8 and 16 px), so twice the measured margin or more. Compact's is exact from its depth
+# (see :func:`context_margin`).
+CONTEXT_MARGINS = {"ESRGAN": 40, "SPAN": 22, "SwinIR": 32, "OmniSR": 32, "SAFMN": 32}
 # Architectures not measured: attention and deep U-Nets reach far, so a wide margin.
 DEFAULT_CONTEXT_MARGIN = 64
 # Convolutional architectures: any tile offset computes the same pixels. Others get tiles aligned to

@@ -15,11 +15,14 @@ NAMES = {
     "waifu2x": ("waifu2x", "photos with JPEG noise, with denoise"),
     "invsr": ("InvSR", "diffusion, most detail, needs SD-Turbo weights"),
     "bicubic": ("Bicubic", "plain interpolation, the baseline"),
+    "custom": ("Your model", "a model file of yours, from the models folder"),
 }
 # How to make a backend available when its files are a download away; the README section has details.
 HOW_TO_ENABLE = {
     "invsr": "its weights (SD-Turbo, 2.6 GB, and the noise predictor) are not downloaded: run "
              "`python scripts/download_weights.py` once with internet (README, section Weights)",
+    "custom": "put model files (.pth, .pt, .ckpt, .safetensors) in the models folder (--models-dir); they are "
+              "listed under “Your models” (README, section Your own models)",
 }
 
 

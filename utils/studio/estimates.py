@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.backends import BACKENDS
+from utils.backends.custom_model import CustomModel
 from utils.backends.invsr.diffusion import patch_size
 from utils.pipeline.settings import RunSettings
 from utils.tiling.chopping import FEATHER, PatchGrid, context_grid
@@ -28,6 +29,9 @@ SECONDS_PER_MEGAPIXEL = {
     ("waifu2x", 2): 6.2, ("waifu2x", 4): 33.0,
     ("bicubic", 4): 0.6,
 }
+# A user's model is not measured: x4plus's throughput scaled by parameter count (a convolutional network's
+# cost grows about with it; SPAN and animevideov3 measure 2× slower than this says, attention models more).
+X4PLUS_PARAMETERS = 16_697_987
 # InvSR per 128×128 input patch (512×512 out), float32 on the same CPU at load ≈ 4, timed with randomly
 # initialised models of SD-Turbo's and the noise predictor's exact shapes (the cost does not depend on
 # the weight values; no weights here): VAE encode 17.5 s + noise predictor 19.2 s + VAE decode 38.3 s
@@ -77,8 +81,9 @@ def about(seconds: float) -> str:
     return text if text.startswith("<") else f"≈ {text}"
 
 
-def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
-    """Tiles and seconds for an h×w input with ``settings`` (whose backend names the model)."""
+def estimate(h: int, w: int, settings: RunSettings, user_model: Optional[CustomModel] = None) -> Estimate:
+    """Tiles and seconds for an h×w input with ``settings`` (whose backend names the model; for the custom
+    backend, ``user_model`` is its file)."""
     cls = BACKENDS[settings.backend]
     if settings.backend == "invsr":
         pch = patch_size(settings, h, w)
@@ -89,10 +94,14 @@ def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
         steps = len(settings.timesteps) * (2 if settings.cfg_scale > 1 else 1)  # guidance doubles the UNet
         seconds_per_pixel = (INVSR_PATCH_SECONDS + steps * INVSR_STEP_SECONDS) / INVSR_REFERENCE_PATCH ** 2
     else:
-        margin = cls.context_margin if settings.tile_margin is None else settings.tile_margin
+        model = user_model or cls
+        margin = model.context_margin if settings.tile_margin is None else settings.tile_margin
         grid = context_grid(h, w, settings.tile_size, margin)
         pch = settings.tile_size + 2 * margin + FEATHER
-        seconds_per_pixel = SECONDS_PER_MEGAPIXEL[settings.backend, cls.native_scale(settings)] / 1e6
+        if user_model is None:
+            seconds_per_pixel = SECONDS_PER_MEGAPIXEL[settings.backend, cls.native_scale(settings)] / 1e6
+        else:
+            seconds_per_pixel = SECONDS_PER_MEGAPIXEL["realesrgan", 4] * user_model.parameters / X4PLUS_PARAMETERS / 1e6
     if settings.smart_chopping:
         # Smart chopping's grid follows the content: count it at the least and the most overlap.
         tiles = sorted(len(PatchGrid.regular(h, w, pch, max(1, round(pch * (1 - overlap)))))

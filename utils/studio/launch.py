@@ -16,6 +16,7 @@ from utils.config import ConfigError, load_config, validate_config, with_overrid
 from utils.devices import set_threads
 from utils.studio.service import Studio
 from utils.studio.ui import CSS, build_ui
+from utils.studio.user_models import DEFAULT_MODELS_DIR
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class StudioOptions:
     started_ckpt_path: Optional[str] = None
     batch_root: str = "inputs"
     output_root: str = "outputs"
+    models_dir: Optional[str] = None  # None: weights/models in the project
     concurrency: int = 1
     max_queue: int = 20
     max_file_size: str = "50mb"
@@ -71,7 +73,8 @@ def launch(o: StudioOptions) -> int:
     elif o.ray_address:
         print("error: --ray-address applies only to --engine ray", file=sys.stderr)
         return 2
-    studio = Studio(cfg, default, batch_root, output_root, tmp_root, ray)
+    models_dir = Path(o.models_dir).absolute() if o.models_dir else DEFAULT_MODELS_DIR
+    studio = Studio(cfg, default, batch_root, output_root, tmp_root, ray, models_dir=models_dir)
     print(f"[backend] {notice}; batch root {batch_root}; outputs {output_root}", file=sys.stderr)
     demo = build_ui(studio, o.concurrency)
     url = f"http://{'127.0.0.1' if o.server_name == '0.0.0.0' else o.server_name}:{o.server_port}"

@@ -25,10 +25,11 @@ from PIL import Image
 from datapipe.image_io import (IMAGE_EXTENSIONS, ImageError, image_size, is_image_file, list_images, read_image,
                                write_image)
 from utils.backends import BACKENDS, BackendUnavailable, load_backend, resolve_backend_name
+from utils.backends.custom import CustomBackend, custom_model
 from utils.batch.naming import output_name, plan_outputs, plan_paths
 from utils.batch.ray_engine import RayEngine, RayEngineError
 from utils.batch.runner import ERRORS_LOG, BatchItem, count_statuses, describe_error, process_batch
-from utils.config import ConfigError
+from utils.config import ConfigError, with_overrides
 from utils.evaluation.niqe import ImageTooSmall, niqe
 from utils.pipeline.chain import Cancelled, bicubic_reference, to_array, to_tensor, upscale_image
 from utils.pipeline.limits import LimitError
@@ -37,6 +38,7 @@ from utils.studio.paths import PathRefused, extract_zip, is_inside, resolve_fold
 from utils.studio.catalog import unavailable_line
 from utils.studio.estimates import Eta, estimate
 from utils.studio.settings import Settings, applies_only_to, config_for, inapplicable, scale_label
+from utils.studio.user_models import DEFAULT_MODELS_DIR, is_user_model, list_models, model_file
 
 log = logging.getLogger("sr-studio")
 
@@ -92,8 +94,9 @@ class Studio:
     """Server-side state shared by all sessions: the base config, folders, and cancel flags."""
 
     def __init__(self, cfg, default_backend: str, batch_root: Path, output_root: Path, tmp_root: Path,
-                 ray_engine: Optional[RayEngine] = None):
+                 ray_engine: Optional[RayEngine] = None, models_dir: Path = DEFAULT_MODELS_DIR):
         self.cfg = cfg
+        self.models_dir = models_dir  # users' own model files, offered as "custom:<file name>"
         self.ray = ray_engine  # when set, batches run on Ray actors (which load the models themselves)
         self.default_backend = default_backend
         self.batch_root = batch_root
@@ -109,6 +112,12 @@ class Studio:
         """(backend name, config, run settings) for a request's settings, or a gr.Error with one line
         saying what is wrong: the one validation, before any model is loaded."""
         s = _settings(settings)
+        if is_user_model(s.backend):
+            try:
+                path = model_file(self.models_dir, s.backend)
+            except PathRefused as exc:
+                raise user_error(str(exc)) from None
+            return ("custom", *self._configure(s, "custom", with_overrides(self.cfg, {"custom.model_path": str(path)})))
         try:
             name, _ = resolve_backend_name(self.cfg, s.backend)
         except BackendUnavailable as exc:
@@ -117,12 +126,12 @@ class Studio:
                              if known else str(exc)) from None
         return (name, *self._configure(s, name))
 
-    def _configure(self, s: Settings, name: str) -> tuple[DictConfig, RunSettings]:
+    def _configure(self, s: Settings, name: str, base: Optional[DictConfig] = None) -> tuple[DictConfig, RunSettings]:
         refused = [applies_only_to(field, name) for field in inapplicable(vars(s), name)]
         if refused:
             raise user_error("; ".join(refused))
         try:
-            cfg = config_for(self.cfg, s, name)
+            cfg = config_for(base or self.cfg, s, name)
             return cfg, RunSettings.from_config(cfg, name)
         except (ConfigError, KeyError) as exc:
             raise user_error(str(exc)) from None
@@ -200,14 +209,21 @@ class Studio:
         image before one is uploaded), also for a backend that cannot run here (to see what it would
         cost); a gr.Error when the settings are invalid."""
         s = _settings(settings)
-        name = s.backend if s.backend in BACKENDS else self.check(settings)[0]
-        _, run = self._configure(s, name)
+        if s.backend in BACKENDS:
+            name, (cfg, run) = s.backend, self._configure(s, s.backend)
+        else:
+            name, cfg, run = self.check(settings)
         try:
             width, height = image_size(image) if image else (ESTIMATE_SIZE, ESTIMATE_SIZE)
         except ImageError as exc:
             raise user_error(str(exc)) from None
         subject = f"this {width}×{height} image" if image else f"a {width}×{height} image"
-        return f"{estimate(height, width, run).text()} on this machine for {subject}"
+        user_model = custom_model(cfg) if name == "custom" else None
+        return f"{estimate(height, width, run, user_model).text()} on this machine for {subject}"
+
+    def models(self) -> list[dict]:
+        """The files of the models folder, read now: what each is, or why it cannot be used."""
+        return [entry.record() for entry in list_models(self.models_dir)]
 
     def run_single(self, image: str, request: gr.Request, progress: gr.Progress, **settings) -> "SingleRun":
         """Upscale one image and write the result in the chosen format and scale, named with the
@@ -220,7 +236,8 @@ class Studio:
             img = read_image(src, max_pixels=run.max_input_pixels)
         except ImageError as exc:
             raise user_error(str(exc)) from None
-        eta = Eta(1, estimate(img.height, img.width, run).seconds)
+        user_model = backend.model if isinstance(backend, CustomBackend) else None
+        eta = Eta(1, estimate(img.height, img.width, run, user_model).seconds)
         progress(0, desc=eta.text(0, 0, 1))
         with self._cancel_flag(request) as flag:
             try:

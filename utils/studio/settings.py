@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from utils.backends import BACKENDS
 from utils.config import TILE_SIZE_KEY, TILED_SECTIONS, names_list, parse_timesteps, with_overrides
+from utils.studio.user_models import is_user_model
 
 MIN_OVERLAP_RANGE = (0.15, 0.40)
 MAX_OVERLAP_RANGE = (0.40, 0.60)
@@ -91,7 +92,12 @@ class Settings:
         """These settings with those the backend does not read unset: the page sends every control's
         value, including the disabled ones."""
         return self.replace(**{name: unset for name, (names, unset) in BACKEND_SPECIFIC.items()
-                               if self.backend not in names})
+                               if backend_key(self.backend) not in names})
+
+
+def backend_key(backend: str) -> str:
+    """The registered backend a picker value runs: a user's model ("custom:<file>") runs "custom"."""
+    return "custom" if is_user_model(backend) else backend
 
 
 def tiling_defaults(cfg: DictConfig, backend: str) -> dict[str, Optional[int]]:

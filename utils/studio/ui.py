@@ -14,6 +14,7 @@ import inspect
 import time
 from dataclasses import fields
 from functools import partial, wraps
+from typing import Sequence
 
 import gradio as gr
 
@@ -24,7 +25,8 @@ from utils.studio.catalog import NAMES, label, models_markdown, name, unavailabl
 from utils.studio.presets import PRESETS
 from utils.studio.service import RESULT_TTL_SECONDS, Studio
 from utils.studio.settings import (BACKEND_SPECIFIC, MAX_OVERLAP_RANGE, MIN_OVERLAP_RANGE, OUTSCALES, OVERLAP_RANGE,
-                                   TILE_SIZE_RANGE, Settings, scale_label, tiling_defaults)
+                                   TILE_SIZE_RANGE, Settings, backend_key, scale_label, tiling_defaults)
+from utils.studio.user_models import UserModel, find_model, is_user_model, list_models
 
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
 TABLE_HEADERS = ["file", "status", "reason", "seconds", "NIQE"]
@@ -110,18 +112,25 @@ def api_endpoint(fn):
     return endpoint
 
 
-def backend_choices() -> list[tuple[str, str]]:
-    return [(label(b), b) for b in NAMES]
+def backend_choices(user_models: Sequence[UserModel]) -> list[tuple[str, str]]:
+    """The packaged models, then "Your models" (the models folder's files)."""
+    return [(label(b), b) for b in NAMES if b != "custom"] + [(m.label, m.value) for m in user_models]
 
 
-def settings_panel(defaults: Settings) -> tuple[dict[str, gr.components.Component], gr.Markdown, gr.Markdown]:
+def user_models_markdown(folder, user_models: Sequence[UserModel]) -> str:
+    lines = "\n".join(f"- {m.line()}" for m in user_models) or "- none yet"
+    return f"**Your models** (files in {folder}; reload the page after adding one)\n\n{lines}"
+
+
+def settings_panel(defaults: Settings, user_models: Sequence[UserModel] = ()) -> tuple[
+        dict[str, gr.components.Component], gr.Markdown, gr.Markdown]:
     """The settings controls (API parameter name → control), built once, feeding every event, with the
     chosen model's note under the picker and the run's cost under the tiling controls. The controls
     whose default depends on the backend start unset: unset through the API means the chosen backend's
     default, and the page fills them in when it loads."""
     c: dict[str, gr.components.Component] = {}
-    c["backend"] = gr.Dropdown(backend_choices(), value=defaults.backend, label="Model", allow_custom_value=True,
-                               elem_id="backend")
+    c["backend"] = gr.Dropdown(backend_choices(user_models), value=defaults.backend, label="Model",
+                               allow_custom_value=True, elem_id="backend")
     model_note = gr.Markdown(elem_id="model-note")
     with gr.Group():
         with gr.Row():
@@ -214,18 +223,32 @@ class Page:
         """The controls' values on page load: those saved in this browser, else the defaults."""
         saved = saved if isinstance(saved, dict) else {}
         restored = self.defaults.replace(**{k: v for k, v in saved.items() if k in self.keys})
-        if restored.backend not in BACKENDS:
+        listed = {m.value for m in list_models(self.studio.models_dir)}
+        if restored.backend not in BACKENDS and restored.backend not in listed:
             restored = restored.replace(backend=self.defaults.backend)
         return self.values(restored)
 
+    def user_models_view(self) -> list:
+        """The picker's choices and the "Your models" list, read from the models folder now."""
+        models = list_models(self.studio.models_dir)
+        return [gr.update(choices=backend_choices(models)), user_models_markdown(self.studio.models_dir, models)]
+
+    def user_model_note(self, value: str) -> str:
+        entry = find_model(self.studio.models_dir, value)
+        if entry is None:
+            return f"✗ {value.removeprefix('custom:')} is not in the models folder"
+        return f"Your model {entry.file}: {entry.model.summary()}." if entry.model else f"✗ {entry.error}"
+
     def backend_view(self, backend: str) -> list:
         """The model note and, per backend-dependent control, enabled or disabled with the reason."""
-        if backend not in BACKENDS:
+        if is_user_model(backend):
+            note, backend = self.user_model_note(backend), "custom"
+        elif backend not in BACKENDS:
             return [f"⚠ unknown model '{backend}'"] + [gr.skip()] * len(applies_to())
-        status = self.status[backend]
-        card = BACKENDS[backend].card
-        note = (f"✗ {unavailable_line(backend, status)}" if not status.ok
-                else f"{card.use} Speed: {card.speed}." if card else label(backend))
+        else:
+            status, card = self.status[backend], BACKENDS[backend].card
+            note = (f"✗ {unavailable_line(backend, status)}" if not status.ok
+                    else f"{card.use} Speed: {card.speed}." if card else label(backend))
         updates = []
         for key, names in applies_to().items():
             on = backend in names
@@ -239,9 +262,12 @@ class Page:
 
     def picked_backend(self, backend: str) -> list:
         """A model picked by hand starts from its own tile size and overlap (and no preset note)."""
-        if backend not in BACKENDS:
+        if backend_key(backend) not in BACKENDS:
             return [gr.skip(), gr.skip(), ""]
-        tiling = tiling_defaults(self.studio.cfg, backend)
+        tiling = tiling_defaults(self.studio.cfg, backend_key(backend))
+        if is_user_model(backend) and self.studio.cfg.custom.tile_margin is None:
+            entry = find_model(self.studio.models_dir, backend)
+            tiling["overlap"] = entry.model.context_margin if entry and entry.model else None
         return [tiling["tile_size"], gr.skip() if tiling["overlap"] is None else tiling["overlap"], ""]
 
     def review(self, image, **values) -> tuple[str, dict]:
@@ -369,9 +395,11 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                     preset_buttons = [gr.Button(p.title, size="sm", min_width=80, elem_id=f"preset-{i}")
                                       for i, p in enumerate(PRESETS)]
                 preset_note = gr.Markdown(elem_id="preset-note")
-                settings, model_note, estimate = settings_panel(defaults)
+                user_models = list_models(studio.models_dir)
+                settings, model_note, estimate = settings_panel(defaults, user_models)
                 lines, details = models_markdown(backend_status(cfg))
                 gr.Markdown("**Models on this machine**\n\n" + lines, elem_id="models")
+                user_list = gr.Markdown(user_models_markdown(studio.models_dir, user_models), elem_id="user-models")
                 with gr.Accordion("Model cards: use, scales, licence, source, speed", open=False):
                     gr.Markdown(details)
 
@@ -386,7 +414,9 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
         gr.on([c.change for c in controls] + [image_in.change], page.review, [image_in], [estimate, saved],
               inputs_kwargs=settings, trigger_mode="always_last", **quick)
         # On load the saved backend may equal the default, which fires no change: apply its view anyway.
-        demo.load(page.restore, saved, controls, **quick) \
+        # A file dropped into the models folder is listed on the next page load.
+        demo.load(page.user_models_view, None, [settings["backend"], user_list], **quick) \
+            .then(page.restore, saved, controls, **quick) \
             .then(page.backend_view, settings["backend"], backend_view, **quick)
         for i, button in enumerate(preset_buttons):
             button.click(partial(page.preset, i), None, [*controls, preset_note], inputs_kwargs=settings, **quick)
@@ -414,6 +444,7 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
               api_name="upscale", **run_options)
         gr.on([], api_endpoint(studio.batch), [files, folder, overwrite], [table, archive, summary],
               inputs_kwargs=settings, api_name="batch", **run_options)
+        gr.on([], studio.models, None, gr.JSON(visible=False), api_name="models", queue=False)
         # Outside the queue, so it is not stuck behind the job it is meant to stop.
         gr.on([cancel_one.click, cancel_batch.click], studio.cancel, None, cancel_note, queue=False,
               api_name="cancel")
