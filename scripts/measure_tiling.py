@@ -28,7 +28,7 @@ from utils.backends import BACKENDS, load_backend  # noqa: E402
 from utils.config import TILED_SECTIONS, load_config, with_overrides  # noqa: E402
 from utils.evaluation.datasets import DATASETS_ROOT  # noqa: E402
 from utils.pipeline.chain import to_tensor  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import RunSettings  # noqa: E402
 from utils.tiling.chopping import FEATHER, PatchGrid, blend_patches, context_grid, context_window  # noqa: E402
 
 OLD_OVERLAP = 32      # the balanced Gaussian-blended grid this project used before

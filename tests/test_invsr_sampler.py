@@ -9,7 +9,7 @@ from tiny_sd import SD_TURBO_SCHEDULER, TINY_NP_PARAMS, tiny_cfg, tiny_overrides
 
 from sampler_invsr import InvSamplerSR
 from utils.config import with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 SEED = 12345
 
@@ -257,7 +257,7 @@ def test_bfloat16_models_stay_close_to_float32_and_run_channels_last(tiny_cfg):
     for mod in (m.vae, m.unet, m.noise_predictor):
         conv = next(c for c in mod.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size != (1, 1))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert bf16.backend.identity["dtype"] == "bfloat16" and fp32.backend.identity["dtype"] == "float32"
+    assert bf16.backend.identity["precision"] == "bfloat16" and fp32.backend.identity["precision"] == "float32"
     ref, got = upscale(fp32, lr), upscale(bf16, lr)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert ref.std() > 0.05 and (got - ref).abs().mean() < 0.02

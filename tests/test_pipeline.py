@@ -7,11 +7,12 @@ from utils.postprocess.adaptive_scheduler import adaptive_timesteps
 from utils.backends import load_backend
 from utils.postprocess.color_fix import color_fix
 from utils.postprocess.complexity import image_complexity
-from utils.config import ConfigError, validate_config, with_overrides
+from utils.config import ConfigError, with_overrides
+from utils.settings import config_problems
 from utils.postprocess.enhancement import enhance_edges
 from utils.postprocess.fusion import fuse
 from utils.pipeline.chain import bicubic_reference, run_pipeline, to_tensor
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 
 def run(lr, cfg, name, progress=None):
@@ -68,7 +69,7 @@ def test_smart_chopping_reaches_the_backend(cfg, butterfly):
 def test_stages_that_do_not_apply_are_refused(cfg, stage, backend, words):
     with pytest.raises(ConfigError, match=words):
         RunSettings.from_config(with_overrides(cfg, {f"postprocess.{stage}": True}), backend)
-    validate_config(with_overrides(cfg, {f"postprocess.{stage}": True}), "invsr")
+    assert not config_problems(with_overrides(cfg, {f"postprocess.{stage}": True}), "invsr")
 
 
 def test_invalid_stage_settings_are_refused(cfg):

@@ -105,7 +105,7 @@ def test_torch_fp32_engine_matches_ncnn(cfg, butterfly):
     lr = to_tensor(butterfly[100:132, 60:100])
     chosen = with_overrides(cfg, {"realesrgan.engine": "torch", "realesrgan.dtype": "float32"})
     backend = RealESRGANBackend(chosen)
-    assert backend.identity["engine"] == "torch" and backend.identity["dtype"] == "float32"
+    assert backend.identity["runtime"] == "torch" and backend.identity["precision"] == "float32"
     sr = backend.upscale(lr, run_settings(chosen, "realesrgan"))
     ncnn_sr = load_backend("realesrgan", with_overrides(cfg, {"realesrgan.engine": "ncnn"})).upscale(
         lr, run_settings(cfg, "realesrgan"))

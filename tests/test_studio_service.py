@@ -35,7 +35,7 @@ def test_niqe_of_the_bicubic_and_the_result_in_the_info_line_and_the_batch_table
     from utils.backends import load_backend
     from utils.evaluation.niqe import niqe
     from utils.pipeline.chain import bicubic_reference, to_array, to_tensor, upscale_image
-    from utils.pipeline.settings import RunSettings
+    from utils.settings import RunSettings
     from utils.studio.settings import Settings
 
     root = tmp_path / "in"

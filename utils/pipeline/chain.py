@@ -2,7 +2,7 @@
 
 Order (the seed project's): complexity → adaptive scheduler / guidance (InvSR) → backend with
 (smart) chopping → color fix → attention fusion → edge enhancement → output scale, each stage
-switched by the run's :class:`~utils.pipeline.settings.RunSettings`.
+switched by the run's :class:`~utils.settings.RunSettings`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from datapipe.image_io import LoadedImage
 from utils.backends import Backend
 from utils.config import SCALE
 from utils.pipeline.limits import check_limits
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.postprocess.adaptive_scheduler import adaptive_timesteps
 from utils.postprocess.color_fix import color_fix
 from utils.postprocess.complexity import image_complexity
@@ -110,7 +110,8 @@ def run_pipeline(lr: torch.Tensor, backend: Backend, settings: RunSettings,
     if settings.backend != backend.name:
         raise ValueError(f"settings made for {settings.backend} cannot run on {backend.name}")
     h, w = lr.shape[-2:]
-    scale = backend.native_scale(settings)
+    settings = settings.for_input(h, w)
+    scale = settings.native_scale()
     oh, ow = check_limits(h, w, scale, settings)
     start = time.perf_counter()
     complexity = float(image_complexity(lr).mean())
