@@ -19,11 +19,15 @@ def color_reference(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(lr.double(), size, mode="bicubic", align_corners=False, antialias=True)
 
 
+def per_pixel(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrix`` applied to every pixel's channel vector of b×3×H×W ``x``."""
+    return torch.einsum("ij,bjhw->bihw", matrix, x)
+
+
 def ycbcr_fix(result: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """The result's Y with the reference's Cb and Cr, back to RGB through the inverse matrix."""
-    to_ycbcr = lambda x: torch.einsum("ij,bjhw->bihw", BT601, x)  # noqa: E731
-    mixed = torch.cat((to_ycbcr(result)[:, :1], to_ycbcr(reference)[:, 1:]), 1)
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(BT601), mixed)
+    mixed = torch.cat((per_pixel(BT601, result)[:, :1], per_pixel(BT601, reference)[:, 1:]), 1)
+    return per_pixel(torch.linalg.inv(BT601), mixed)
 
 
 def wavelet_low(x: torch.Tensor) -> torch.Tensor:

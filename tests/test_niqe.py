@@ -125,7 +125,8 @@ def basicsr(basicsr_sdist, tmp_path_factory) -> types.SimpleNamespace:
     stubs["basicsr.utils.registry"] = registry
     saved = {name: sys.modules.get(name) for name in [*stubs, *BASICSR_FILES]}
     sys.modules.update(stubs)
-    loaded = {}
+    loaded, edits = {}, [*BASICSR_IN_DOUBLE, BASICSR_FLAT_ZERO]
+    unmatched = {old for old, _ in edits}
     try:
         for name, rel in BASICSR_FILES.items():
             module = types.ModuleType(name)
@@ -133,8 +134,10 @@ def basicsr(basicsr_sdist, tmp_path_factory) -> types.SimpleNamespace:
             module.ROUNDING_NOISE = niqe_mod.ROUNDING_NOISE
             sys.modules[name] = module
             source = (root / rel).read_text()
-            for old, new in [*BASICSR_IN_DOUBLE, BASICSR_FLAT_ZERO]:
-                source = source.replace(old, new)
+            for old, new in edits:
+                if old in source:
+                    unmatched.discard(old)
+                    source = source.replace(old, new)
             exec(compile(source, module.__file__, "exec"), module.__dict__)
             loaded[name] = module
             if name == "basicsr.utils.color_util":  # what basicsr/utils/__init__.py re-exports for metric_util
@@ -145,8 +148,7 @@ def basicsr(basicsr_sdist, tmp_path_factory) -> types.SimpleNamespace:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
-    niqe_source = (root / BASICSR_FILES["basicsr.metrics.niqe"]).read_text()
-    assert all(old in niqe_source for old, _ in [BASICSR_FLAT_ZERO, BASICSR_IN_DOUBLE[0]]), "sdist changed"
+    assert not unmatched, f"BasicSR's code has none of {unmatched}: the edits above no longer apply"
     return types.SimpleNamespace(calculate_niqe=loaded["basicsr.metrics.niqe"].calculate_niqe,
                                  imresize=loaded["basicsr.utils.matlab_functions"].imresize)
 
