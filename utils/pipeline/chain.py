@@ -43,8 +43,10 @@ def to_array(x: torch.Tensor) -> np.ndarray:
 
 
 def bicubic_reference(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bicubic upsampling of the input: the colour reference and the 'before' image."""
-    return F.interpolate(lr, size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    """Antialiased bicubic upsampling of the input, the colour fix's reference. Not clamped: bicubic
+    overshoots [0, 1] at hard edges, and InvSR's colour fix uses those values and clamps only after.
+    Clamp it for display ('before' image) or as an image of its own (fusion's fallback)."""
+    return F.interpolate(lr, size, mode="bicubic", align_corners=False, antialias=True)
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -125,7 +127,7 @@ def run_pipeline(lr: torch.Tensor, backend: Backend, settings: RunSettings,
         if settings.color_fix != "none":
             sr = color_fix(sr, reference, settings.color_fix)
         if settings.attention_fusion:
-            sr = fuse([sr, reference], settings.fusion_method)
+            sr = fuse([sr, reference.clamp(0, 1)], settings.fusion_method)
             stages.append(f"fusion {settings.fusion_method}")
     if settings.edge_enhancement > 0:
         sr = enhance_edges(sr, settings.edge_enhancement)

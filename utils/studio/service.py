@@ -237,7 +237,7 @@ class Studio:
             tagged = src.with_name(f"{src.stem}_{run.backend}_{scale_label(run.outscale)}{src.suffix}")
             result_path = write_image(out_dir / output_name(tagged, run.output_format), result, quality=run.quality)
             # The slider's "before": the input bicubic-upscaled to the result's size (display only, so JPEG).
-            before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)))
+            before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)).clamp(0, 1))
             before_path = write_image(out_dir / "bicubic.jpg", img.with_pixels(before_rgb, None), quality=90)
         summary = info.summary()
         if settings.get("niqe"):

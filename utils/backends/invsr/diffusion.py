@@ -38,9 +38,9 @@ NEGATIVE_PROMPT = ("Low quality, blurring, jpeg artifacts, deformed, over-smooth
 def model_dtype(cfg: DictConfig, device: torch.device) -> torch.dtype:
     """The dtype of every InvSR model on ``device``, from ``sd_pipe.params.torch_dtype``.
 
-    ``auto``: float16 on CUDA (the reference), bfloat16 on a CPU that computes it natively (AVX512-BF16
-    or AMX: about a third of float32's time), float32 elsewhere. An explicit dtype the device cannot run
-    well (float16 on a CPU) raises ValueError.
+    ``auto``: float16 on CUDA (the reference), bfloat16 on a CPU with AMX (about a third of float32's
+    time; AVX512-BF16 alone was measured slower than float32), float32 elsewhere. An explicit dtype the
+    device cannot run well (float16 on a CPU) raises ValueError.
     """
     name = str(cfg.sd_pipe.params.get("torch_dtype") or "auto").removeprefix("torch.")
     return inference_dtype(device, None if name == "auto" else name)
@@ -131,7 +131,7 @@ def place_models(vae: torch.nn.Module, unet: torch.nn.Module, text_encoder: torc
     """Move the models to ``device`` in ``dtype``, frozen, in the memory layout inference uses (in place).
 
     On CUDA the predictor stays float32 and runs under autocast, like the reference; elsewhere it takes
-    the models' dtype (bfloat16 on a CPU only where it is native).
+    the models' dtype (bfloat16 on a CPU only with AMX, or when asked for).
     """
     wanted = {vae: dtype, unet: dtype, text_encoder: dtype,
               predictor: torch.float32 if device.type == "cuda" else dtype}
