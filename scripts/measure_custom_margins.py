@@ -33,7 +33,7 @@ from utils.backends.torch_nets import packaged_torch_net  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
 from utils.evaluation.datasets import DATASETS_ROOT  # noqa: E402
 from utils.pipeline.chain import to_tensor  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import RunSettings  # noqa: E402
 
 MODELS = {
     "SPAN x4 (packaged, trained)": lambda: packaged_torch_net("span", "spanx4_ch48"),
@@ -83,7 +83,8 @@ def main() -> None:
             for margin in margins:
                 settings = RunSettings.from_config(with_overrides(run, {"custom.tile_margin": margin}), "custom")
                 cells.append(f"{psnr(backend.upscale(lr, settings), whole):.1f}")
-            print(f"| {name} | {' | '.join(cells)} | {backend.context_margin} | {backend.tile_alignment} | "
+            spec = RunSettings.from_config(run, "custom").spec
+            print(f"| {name} | {' | '.join(cells)} | {spec.context_margin} | {spec.size_multiple} | "
                   f"{seconds:.1f} |", flush=True)
 
 

@@ -27,7 +27,7 @@ from utils.backends.invsr.diffusion import (  # noqa: E402
 from utils.backends.invsr.noise_predictor import NoisePredictor  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
 from utils.devices import cpu_has_fast_bf16, set_threads  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import RunSettings  # noqa: E402
 from utils.training.tiny_sd import SD_TURBO_SCHEDULER  # noqa: E402
 
 # stabilityai/sd-turbo's unet, vae and text_encoder configs (the SD 2.1 base architecture).

@@ -1,4 +1,6 @@
 """The custom backend: a user's model file through the packaged backends' path (tiling, CLI, resume)."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from utils.backends import BackendUnavailable, load_backend
 from utils.backends.custom import CustomBackend
 from utils.backends.rrdbnet import x4plus_state_dict
 from utils.config import ConfigError, with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import FILE_SPECS, RunSettings
 from utils.tiling.chopping import context_grid
 
 
@@ -39,7 +41,8 @@ def test_tiled_result_matches_spandrels_whole_image_forward(tmp_path, cfg, butte
     run = custom_cfg(cfg, path, **{"custom.tile_size": 32, "outscale": ARCHITECTURES[arch][1]})
     backend = load_backend("custom", run)
     lr = torch.from_numpy(np.ascontiguousarray(butterfly[40:200, 30:222].transpose(2, 0, 1)))[None]  # 160×192
-    assert len(context_grid(160, 192, 32, backend.context_margin)) >= 2  # really tiled, at the model's margin
+    margin = RunSettings.from_config(run, "custom").tile_margin
+    assert len(context_grid(160, 192, 32, margin)) >= 2  # really tiled, at the model's margin
     tiled = backend.upscale(lr, RunSettings.from_config(run, "custom"))
     with torch.inference_mode():
         whole = model(lr).clamp(0, 1)
@@ -88,15 +91,16 @@ def test_another_file_under_the_same_name_redoes_the_outputs(tmp_path, capsys):
     save_model(random_model("Compact", seed=2), path)  # same name, other weights
     assert cli("-i", src, "-o", out, "--model", path) == 0
     err = capsys.readouterr().err
-    assert "1 written, 0 skipped" in err and "redone: model changed (sha256)" in err
+    assert "1 written, 0 skipped" in err and "redone: model changed (weights)" in err
     assert (out / "a.png").read_bytes() != first
 
 
 def test_cli_refuses_bad_files_and_conflicts_before_any_work(tmp_path, capsys):
     text = tmp_path / "notes.pth"
     text.write_text("not weights")
-    assert cli("-i", make_inputs(tmp_path / "in"), "-o", tmp_path / "out", "--model", text) == 2
-    assert "notes.pth: not a PyTorch model file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli("-i", make_inputs(tmp_path / "in"), "-o", tmp_path / "out", "--model", text)
+    assert exited.value.code == 2 and "notes.pth: not a PyTorch model file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     path = save_model(random_model("Compact"), tmp_path / "x2.pth")
     with pytest.raises(SystemExit):
@@ -118,25 +122,26 @@ def test_half_precision_only_where_the_descriptor_allows(tmp_path, cfg, monkeypa
     path = save_model(random_model("Compact"), tmp_path / "c.pth")
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)  # as on a CPU with AMX
     backend = CustomBackend(custom_cfg(cfg, path))
-    assert backend.identity["dtype"] == "bfloat16"
+    assert backend.identity["precision"] == "bfloat16"
     assert next(backend.descriptor.model.parameters()).dtype == torch.bfloat16
     monkeypatch.setattr(backend.model.descriptor, "supports_bfloat16", False)
-    assert CustomBackend(custom_cfg(cfg, path)).identity["dtype"] == "float32"  # auto: falls back
+    assert CustomBackend(custom_cfg(cfg, path)).identity["precision"] == "float32"  # auto: falls back
     with pytest.raises(BackendUnavailable, match="c.pth: RealESRGAN Compact does not support bfloat16"):
         CustomBackend(custom_cfg(cfg, path, **{"custom.dtype": "bfloat16"}))
 
 
-def test_window_attention_tiles_are_aligned_to_the_window(tmp_path, cfg, butterfly):
+def test_window_attention_tiles_are_aligned_to_the_window(tmp_path, cfg, butterfly, monkeypatch):
     """SwinIR's windows are anchored at the image origin: tiles on its window grid reproduce the whole
     image; the same tiles off the grid compute other windows (measured 151 vs 46 dB)."""
     model = random_model("SwinIR")
     run = custom_cfg(cfg, save_model(model, tmp_path / "swinir.pth"),
                      **{"custom.tile_size": 24, "custom.tile_margin": 12, "outscale": 3})
     backend, settings = CustomBackend(run), RunSettings.from_config(run, "custom")
-    assert backend.tile_alignment == model.window_size == 4
+    aligned = settings.spec
+    assert aligned.size_multiple == model.window_size == 4
     lr = torch.from_numpy(np.ascontiguousarray(butterfly[40:140, 30:150].transpose(2, 0, 1)))[None]  # 100×120
     with torch.inference_mode():
         whole = model(lr).clamp(0, 1)
     assert psnr(backend.upscale(lr, settings), whole) >= 100
-    backend.tile_alignment = 1
+    monkeypatch.setitem(FILE_SPECS, "custom", lambda path: dataclasses.replace(aligned, size_multiple=1))
     assert psnr(backend.upscale(lr, settings), whole) < 60

@@ -3,6 +3,7 @@ import gradio as gr
 import pytest
 
 from tests.custom_models import random_model, save_model
+from utils.settings import SPECS
 from utils.studio.service import Studio
 from utils.studio.settings import Settings
 from utils.studio.ui import Page, backend_choices, settings_panel
@@ -40,7 +41,7 @@ def test_folder_files_join_the_picker_with_what_they_are(studio, cfg):
     page = Page(studio, controls)
     note, *controls_view = page.backend_view("custom:2x-mine.safetensors")
     assert note.startswith("Your model 2x-mine.safetensors: SPAN ×2")
-    assert page.picked_backend("custom:2x-mine.safetensors")[:2] == [cfg.custom.tile_size, 22]  # SPAN's margin
+    assert page.picked_backend("custom:2x-mine.safetensors")[:2] == [SPECS["custom"].tile_size, 22]  # SPAN's margin
     text = studio.estimate(None, vars(Settings.defaults(cfg, "realesrgan").replace(
         backend="custom:2x-mine.safetensors", outscale=2, overlap=None, tile_size=None).applicable()))
     assert text.startswith("≈ 4 tiles of 280×280 px")  # 448-px cores + 2 × 22 + 4: two tiles each way

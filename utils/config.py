@@ -2,7 +2,7 @@
 
 The CLI, the app and the Python API all start from ``configs/*.yaml``, apply the user's choices with
 :func:`with_overrides` (never mutating the shared object) and check the result with
-:func:`validate_config` before any work is done.
+:func:`validate_config` (and, for a backend, :func:`utils.settings.config_problems`) before any work is done.
 """
 from __future__ import annotations
 
@@ -31,19 +31,6 @@ COLOR_FIX_METHODS = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
 FUSION_METHODS = ("weighted", "max")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 OUTSCALE_RANGE = (1.0, 4.0)   # a user's ×8 model (the custom backend) may go up to its scale
-# Stages that only some backends can use; the others are refused, never silently ignored.
-STAGE_BACKENDS = {
-    "adaptive_scheduler": ("invsr",),
-    "adaptive_guidance": ("invsr",),
-    # Fusion blends the model's detail with the bicubic fallback: for bicubic itself it is a no-op.
-    "attention_fusion": ("invsr", "realesrgan", "span", "realesrgan-anime", "waifu2x", "custom"),
-}
-# Which config key holds the patch (tile) size of each backend, in input pixels.
-TILE_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.tile_size",
-                 "span": "span.tile_size", "realesrgan-anime": "realesrgan-anime.tile_size",
-                 "waifu2x": "waifu2x.tile_size", "bicubic": "bicubic.tile_size", "custom": "custom.tile_size"}
-# Config sections of the convolutional (context-tiled) backends, named like the backends.
-TILED_SECTIONS = ("realesrgan", "span", "realesrgan-anime", "waifu2x", "bicubic", "custom")
 REALESRGAN_ENGINES = ("auto", "torch", "ncnn")
 REALESRGAN_DTYPES = (None, "float32", "bfloat16", "float16")
 INVSR_DTYPES = ("auto", "float32", "bfloat16", "float16")  # a "torch." prefix is accepted
@@ -125,9 +112,9 @@ def _is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]:
-    """Every invalid value in ``cfg``, one message each; with ``backend``, also the post-processing
-    stages that do not apply to it. Empty when the config can run."""
+def general_problems(cfg: DictConfig, max_outscale: float = OUTSCALE_RANGE[1]) -> list[str]:
+    """Every invalid value in ``cfg`` that does not depend on the backend, one message each (what does:
+    :func:`utils.settings.config_problems`); ``max_outscale``: the backend's, when above 4 (a ×8 model)."""
     problems: list[str] = []
 
     def need(ok: bool, message: str) -> None:
@@ -141,18 +128,10 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     need(_is_int(cfg.seed), f"seed must be an integer (got {cfg.seed!r})")
     need(_is_number(cfg.cfg_scale) and cfg.cfg_scale >= 0, f"cfg_scale must be a number ≥ 0 (got {cfg.cfg_scale!r})")
     need(cfg.basesr.sf == SCALE, f"basesr.sf must be {SCALE}: InvSR upscales by exactly ×{SCALE}")
-    pch = cfg.basesr.chopping.pch_size
-    need(_is_int(pch) and pch > 0 and pch % 8 == 0,
-         f"basesr.chopping.pch_size must be a positive multiple of 8 (got {pch!r})")
     bs = cfg.basesr.chopping.extra_bs
     need(_is_int(bs) and bs >= 1, f"basesr.chopping.extra_bs must be an integer ≥ 1 (got {bs!r})")
     for key in ("latent_tiled_size", "sample_tiled_size"):
         need(_is_int(cfg[key]) and cfg[key] > 0, f"{key} must be a positive integer (got {cfg[key]!r})")
-    for section in TILED_SECTIONS:
-        tile, margin = cfg[section].tile_size, cfg[section].tile_margin
-        need(_is_int(tile) and tile >= 16, f"{section}.tile_size must be an integer ≥ 16 (got {tile!r})")
-        need(margin is None or (_is_int(margin) and margin >= 0),
-             f"{section}.tile_margin must be null (the model's default) or an integer ≥ 0 (got {margin!r})")
     dtype = str(cfg.sd_pipe.params.get("torch_dtype") or "auto").removeprefix("torch.")
     need(dtype in INVSR_DTYPES, f"sd_pipe.params.torch_dtype must be one of {', '.join(INVSR_DTYPES)} (got {dtype!r})")
     need(cfg.realesrgan.engine in REALESRGAN_ENGINES,
@@ -172,9 +151,7 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     need(_is_number(pp.min_overlap) and _is_number(pp.max_overlap) and 0 <= pp.min_overlap < pp.max_overlap < 1,
          f"smart chopping overlaps must satisfy 0 ≤ min_overlap < max_overlap < 1 "
          f"(got {pp.min_overlap!r}, {pp.max_overlap!r})")
-    low, high = OUTSCALE_RANGE
-    if backend == "custom":
-        high = max(high, _custom_scale(cfg, problems))
+    low, high = OUTSCALE_RANGE[0], max(OUTSCALE_RANGE[1], max_outscale)
     need(_is_number(cfg.outscale) and low <= cfg.outscale <= high,
          f"outscale must be between {low:g} and {high:g} (got {cfg.outscale!r})")
     need(cfg.output.format in OUTPUT_FORMATS,
@@ -184,23 +161,7 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     for key in ("max_input_pixels", "max_output_pixels", "max_memory_mb"):
         need(_is_int(cfg.limits[key]) and cfg.limits[key] > 0,
              f"limits.{key} must be a positive integer (got {cfg.limits[key]!r})")
-    if backend is not None:
-        problems += [f"{stage.replace('_', ' ')} applies only to {names_list(names)}, not {backend}"
-                     for stage, names in STAGE_BACKENDS.items() if pp[stage] and backend not in names]
     return problems
-
-
-def _custom_scale(cfg: DictConfig, problems: list[str]) -> int:
-    """The native scale of the custom backend's model file (loaded and checked once, then cached); a
-    file that cannot be used is a problem of the config, reported before any work."""
-    from utils.backends.base import BackendUnavailable
-    from utils.backends.custom import custom_model
-
-    try:
-        return custom_model(cfg).scale
-    except BackendUnavailable as exc:
-        problems.append(str(exc))
-        return 0
 
 
 def names_list(names) -> str:
@@ -209,8 +170,8 @@ def names_list(names) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def validate_config(cfg: DictConfig, backend: Optional[str] = None) -> None:
-    """Raise ConfigError naming every problem :func:`config_problems` finds."""
-    problems = config_problems(cfg, backend)
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming every problem :func:`general_problems` finds."""
+    problems = general_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -1,20 +1,22 @@
 """The ``custom`` backend: a user's own model file (``custom.model_path``), any architecture spandrel
 detects, run through the same context-margin tiling, post-processing and resume records as the packaged
-models. Its one native scale is the file's; its context margin and tile alignment come from its
-architecture (:func:`utils.backends.custom_model.context_margin`, :func:`~utils.backends.custom_model.tile_alignment`).
+models. Its spec is the file's (:func:`file_spec`): its one native scale, and the context margin and
+tile alignment of its architecture (:func:`utils.backends.custom_model.context_margin`,
+:func:`~utils.backends.custom_model.tile_alignment`).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
-from typing import ClassVar
+from typing import Optional
 
 import torch
 
 from utils import devices
 from utils.backends.base import Availability, BackendUnavailable, TiledBackend
-from utils.backends.custom_model import (DEFAULT_CONTEXT_MARGIN, CustomModel, ModelFileError, check_model_path,
-                                         load_custom_model)
+from utils.backends.custom_model import CustomModel, ModelFileError, check_model_path, load_custom_model
+from utils.settings import FILE_SPECS, SPECS, BackendSpec
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -24,6 +26,18 @@ def model_path(cfg) -> Path:
     if not path:
         raise BackendUnavailable("the custom backend needs a model file: --model FILE (or custom.model_path)")
     return Path(str(path)).expanduser()
+
+
+def file_spec(path: Optional[str]) -> BackendSpec:
+    """The custom backend's spec for the model file ``path``; ModelFileError when it cannot be used."""
+    if not path:
+        raise ModelFileError("the custom backend needs a model file: --model FILE (or custom.model_path)")
+    model = load_custom_model(Path(path).expanduser())
+    return dataclasses.replace(SPECS["custom"], scales=(model.scale,), context_margin=model.context_margin,
+                               size_multiple=model.tile_alignment)
+
+
+FILE_SPECS["custom"] = file_spec
 
 
 def custom_model(cfg) -> CustomModel:
@@ -51,8 +65,6 @@ def choose_dtype(model: CustomModel, device: torch.device, wanted: str | None) -
 
 class CustomBackend(TiledBackend):
     name = "custom"
-    # Until a file is loaded; each instance takes its model's (see the module docstring).
-    context_margin: ClassVar[int] = DEFAULT_CONTEXT_MARGIN
 
     def __init__(self, cfg):
         self.model = custom_model(cfg)
@@ -64,8 +76,6 @@ class CustomBackend(TiledBackend):
         self.descriptor = descriptor
         self.scale = self.model.scale
         self.scales = (self.model.scale,)
-        self.context_margin = self.model.context_margin
-        self.tile_alignment = self.model.tile_alignment
 
     @classmethod
     def availability(cls, cfg) -> Availability:
@@ -81,18 +91,15 @@ class CustomBackend(TiledBackend):
         stat = path.stat()  # a file replaced under the same name is loaded again
         return str(path), stat.st_mtime_ns, stat.st_size, cfg.custom.dtype
 
-    def native_scale(self, settings) -> int:
-        return self.scale
-
     @property
     def device(self) -> str:
         return str(self._device)
 
-    @property
-    def identity(self) -> dict:
-        return {"backend": self.name, "model": self.model.path.name, "sha256": self.model.sha256,
-                "architecture": self.model.descriptor.architecture.id, "engine": "torch",
-                "dtype": DTYPE_NAMES[self.dtype]}
+    def weight_files(self) -> list[Path]:
+        return [self.model.path]
+
+    def engine(self) -> dict[str, str]:
+        return {"runtime": "torch", "precision": DTYPE_NAMES[self.dtype], "device": self._device.type}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         # spandrel pads to the architecture's size rules, crops the result back and clamps to [0, 1].

@@ -73,10 +73,6 @@ def choose_engine(cfg) -> Engine:
 
 class RealESRGANBackend(TiledBackend):
     name = "realesrgan"
-    # RRDBNet's receptive field spans hundreds of pixels, but its influence fades: 40 px of context
-    # keep even 64-px tiles within 45 dB of the whole-image result on textured images (32 px: 44 dB;
-    # docs/benchmarks.md).
-    context_margin = 40
     card = ModelCard(
         title="Real-ESRGAN x4plus",
         use="general photos with blur, noise and JPEG artefacts; invents plausible texture (GAN-trained).",
@@ -90,10 +86,10 @@ class RealESRGANBackend(TiledBackend):
         status = self.availability(cfg)
         if not status.ok:
             raise BackendUnavailable(status.reason)
-        self.engine = choose_engine(cfg)
+        self.engine_choice = choose_engine(cfg)
         self.files = model_files(cfg)
-        if self.engine.name == "torch":
-            self.model = load_rrdbnet(self.engine.device, getattr(torch, self.engine.dtype), source=self.files)
+        if self.engine_choice.name == "torch":
+            self.model = load_rrdbnet(self.engine_choice.device, getattr(torch, self.engine_choice.dtype), source=self.files)
         else:
             self.net = load_net(*self.files, devices.thread_count())
             # Custom files may be another graph: they run whole.
@@ -113,15 +109,17 @@ class RealESRGANBackend(TiledBackend):
 
     @property
     def device(self) -> str:
-        return self.engine.device
+        return self.engine_choice.device
 
-    @property
-    def identity(self) -> dict:
-        return {"backend": self.name, "model": self.files[1].name, "engine": self.engine.name,
-                "dtype": self.engine.dtype}
+    def weight_files(self) -> list[Path]:
+        return list(self.files)
+
+    def engine(self) -> dict[str, str]:
+        return {"runtime": self.engine_choice.name, "precision": self.engine_choice.dtype,
+                "device": self.device.split(":")[0]}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        if self.engine.name == "torch":
+        if self.engine_choice.name == "torch":
             return upscale(self.model, x.float()).clamp_(0, 1)
         return torch.stack([torch.from_numpy(self._run_ncnn(p.numpy())) for p in x.float().cpu()]).clamp_(0, 1)
 

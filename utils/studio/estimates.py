@@ -12,10 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from utils.backends import BACKENDS
-from utils.backends.custom_model import CustomModel
-from utils.backends.invsr.diffusion import patch_size
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.tiling.chopping import FEATHER, PatchGrid, context_grid
 
 # Measured on 2026-11-22. Seconds per megapixel of tile area (context margins included) through each
@@ -81,12 +78,11 @@ def about(seconds: float) -> str:
     return text if text.startswith("<") else f"≈ {text}"
 
 
-def estimate(h: int, w: int, settings: RunSettings, user_model: Optional[CustomModel] = None) -> Estimate:
-    """Tiles and seconds for an h×w input with ``settings`` (whose backend names the model; for the custom
-    backend, ``user_model`` is its file)."""
-    cls = BACKENDS[settings.backend]
+def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
+    """Tiles and seconds for an h×w input with ``settings`` (whose backend names the model)."""
+    settings = settings.for_input(h, w)
     if settings.backend == "invsr":
-        pch = patch_size(settings, h, w)
+        pch = settings.tile_size
         h, w = max(h, pch), max(w, pch)  # the input is reflect-padded to at least one patch
         if (h, w) != (pch, pch):
             h, w = (math.ceil(side / INVSR_PAD_MULTIPLE) * INVSR_PAD_MULTIPLE for side in (h, w))
@@ -94,14 +90,10 @@ def estimate(h: int, w: int, settings: RunSettings, user_model: Optional[CustomM
         steps = len(settings.timesteps) * (2 if settings.cfg_scale > 1 else 1)  # guidance doubles the UNet
         seconds_per_pixel = (INVSR_PATCH_SECONDS + steps * INVSR_STEP_SECONDS) / INVSR_REFERENCE_PATCH ** 2
     else:
-        model = user_model or cls
-        margin = model.context_margin if settings.tile_margin is None else settings.tile_margin
+        margin = settings.tile_margin
         grid = context_grid(h, w, settings.tile_size, margin)
         pch = settings.tile_size + 2 * margin + FEATHER
-        if user_model is None:
-            seconds_per_pixel = SECONDS_PER_MEGAPIXEL[settings.backend, cls.native_scale(settings)] / 1e6
-        else:
-            seconds_per_pixel = SECONDS_PER_MEGAPIXEL["realesrgan", 4] * user_model.parameters / X4PLUS_PARAMETERS / 1e6
+        seconds_per_pixel = _seconds_per_megapixel(settings) / 1e6
     if settings.smart_chopping:
         # Smart chopping's grid follows the content: count it at the least and the most overlap.
         tiles = sorted(len(PatchGrid.regular(h, w, pch, max(1, round(pch * (1 - overlap)))))
@@ -111,6 +103,15 @@ def estimate(h: int, w: int, settings: RunSettings, user_model: Optional[CustomM
         tiles, size = [len(grid)] * 2, (grid.height, grid.width)
     seconds = seconds_per_pixel * size[0] * size[1] * (tiles[0] + tiles[1]) / 2 * PIPELINE_OVERHEAD
     return Estimate((tiles[0], tiles[1]), size, seconds)
+
+
+def _seconds_per_megapixel(settings: RunSettings) -> float:
+    if settings.backend != "custom":
+        return SECONDS_PER_MEGAPIXEL[settings.backend, settings.native_scale()]
+    from utils.backends.custom_model import load_custom_model  # loaded already, for the run's validation
+
+    parameters = load_custom_model(settings.model_path).parameters
+    return SECONDS_PER_MEGAPIXEL["realesrgan", 4] * parameters / X4PLUS_PARAMETERS
 
 
 class Eta:

@@ -25,7 +25,6 @@ from PIL import Image
 from datapipe.image_io import (IMAGE_EXTENSIONS, ImageError, image_size, is_image_file, list_images, read_image,
                                write_image)
 from utils.backends import BACKENDS, BackendUnavailable, load_backend, resolve_backend_name
-from utils.backends.custom import CustomBackend, custom_model
 from utils.batch.naming import output_name, plan_outputs, plan_paths
 from utils.batch.ray_engine import RayEngine, RayEngineError
 from utils.batch.runner import ERRORS_LOG, BatchItem, count_statuses, describe_error, process_batch
@@ -33,11 +32,12 @@ from utils.config import ConfigError, with_overrides
 from utils.evaluation.niqe import ImageTooSmall, niqe
 from utils.pipeline.chain import Cancelled, bicubic_reference, to_array, to_tensor, upscale_image
 from utils.pipeline.limits import LimitError
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.studio.paths import PathRefused, extract_zip, is_inside, resolve_folder
 from utils.studio.catalog import unavailable_line
 from utils.studio.estimates import Eta, estimate
-from utils.studio.settings import Settings, applies_only_to, config_for, inapplicable, scale_label
+from utils.settings import unread_message, unread_settings
+from utils.studio.settings import Settings, config_for, scale_label
 from utils.studio.user_models import DEFAULT_MODELS_DIR, is_user_model, list_models, model_file
 
 log = logging.getLogger("sr-studio")
@@ -127,7 +127,7 @@ class Studio:
         return (name, *self._configure(s, name))
 
     def _configure(self, s: Settings, name: str, base: Optional[DictConfig] = None) -> tuple[DictConfig, RunSettings]:
-        refused = [applies_only_to(field, name) for field in inapplicable(vars(s), name)]
+        refused = [unread_message(setting, name) for setting in unread_settings(vars(s), name)]
         if refused:
             raise user_error("; ".join(refused))
         try:
@@ -209,17 +209,13 @@ class Studio:
         image before one is uploaded), also for a backend that cannot run here (to see what it would
         cost); a gr.Error when the settings are invalid."""
         s = _settings(settings)
-        if s.backend in BACKENDS:
-            name, (cfg, run) = s.backend, self._configure(s, s.backend)
-        else:
-            name, cfg, run = self.check(settings)
+        run = self._configure(s, s.backend)[1] if s.backend in BACKENDS else self.check(settings)[2]
         try:
             width, height = image_size(image) if image else (ESTIMATE_SIZE, ESTIMATE_SIZE)
         except ImageError as exc:
             raise user_error(str(exc)) from None
         subject = f"this {width}×{height} image" if image else f"a {width}×{height} image"
-        user_model = custom_model(cfg) if name == "custom" else None
-        return f"{estimate(height, width, run, user_model).text()} on this machine for {subject}"
+        return f"{estimate(height, width, run).text()} on this machine for {subject}"
 
     def models(self) -> list[dict]:
         """The files of the models folder, read now: what each is, or why it cannot be used."""
@@ -236,8 +232,7 @@ class Studio:
             img = read_image(src, max_pixels=run.max_input_pixels)
         except ImageError as exc:
             raise user_error(str(exc)) from None
-        user_model = backend.model if isinstance(backend, CustomBackend) else None
-        eta = Eta(1, estimate(img.height, img.width, run, user_model).seconds)
+        eta = Eta(1, estimate(img.height, img.width, run).seconds)
         progress(0, desc=eta.text(0, 0, 1))
         with self._cancel_flag(request) as flag:
             try:
@@ -253,7 +248,7 @@ class Studio:
             tagged = src.with_name(f"{src.stem}_{run.backend}_{scale_label(run.outscale)}{src.suffix}")
             result_path = write_image(out_dir / output_name(tagged, run.output_format), result, quality=run.quality)
             # The slider's "before": the input bicubic-upscaled to the result's size (display only, so JPEG).
-            before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)))
+            before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)).clamp(0, 1))
             before_path = write_image(out_dir / "bicubic.jpg", img.with_pixels(before_rgb, None), quality=90)
         summary = info.summary()
         if settings.get("niqe"):

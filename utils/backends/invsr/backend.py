@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -33,7 +34,7 @@ class InvSRBackend(Backend):
 
     def __init__(self, cfg: DictConfig):
         spec = _model_spec(cfg)
-        self.weights = spec[0]
+        self.weights, self.vae_tiling = spec[0], spec[4]
         self.models = diffusion.load_models(*spec)
 
     @classmethod
@@ -54,10 +55,17 @@ class InvSRBackend(Backend):
     def device(self) -> str:
         return str(self.models.device)
 
+    def weight_files(self) -> list[Path]:
+        return [self.weights.sd_dir, self.weights.noise_predictor]
+
+    def engine(self) -> dict[str, str]:
+        return {"runtime": "torch", "precision": str(self.models.dtype).removeprefix("torch."),
+                "device": self.models.device.type}
+
     @property
     def identity(self) -> dict:
-        return {"backend": self.name, "model": f"{self.weights.sd_dir.name}+{self.weights.noise_predictor.name}",
-                "dtype": str(self.models.dtype).removeprefix("torch.")}
+        # diffusers' tiled VAE (CUDA only) decodes differently from the whole-latent VAE.
+        return {**super().identity, "tiled_vae": self.vae_tiling}
 
     def upscale(self, lr: torch.Tensor, settings, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         return diffusion.upscale(self.models, lr, settings, progress)
