@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None,
                    help="your own model files (.pth .pt .ckpt .safetensors, any architecture spandrel detects), "
                         "listed in the model picker as “Your models” (default weights/models in the project)")
+    p.add_argument("--allow-model-upload", action=argparse.BooleanOptionalAction, default=None,
+                   help="let visitors add model files to the models folder (up to 1 GB, and --max-file-size); "
+                        "default: on, but off with --share or --server-name 0.0.0.0")
     p.add_argument("--concurrency", type=int, default=1, help="model runs at the same time")
     p.add_argument("--max-queue", type=int, default=20, help="requests waiting at most; more are turned away")
     p.add_argument("--max-file-size", default="50mb", help="largest upload, e.g. 50mb, 1gb")

@@ -1,4 +1,5 @@
 """Tiny random-weight model files made with spandrel's own architecture classes, for the custom-model tests."""
+import os
 from pathlib import Path
 
 import torch
@@ -39,3 +40,13 @@ def save_model(model: torch.nn.Module, path: Path) -> Path:
     else:
         torch.save(state, path)
     return path
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a malicious model file does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)

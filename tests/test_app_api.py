@@ -5,12 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app_server import running_app
-from tests.custom_models import ARCHITECTURES, random_model, save_model
+from tests.custom_models import ARCHITECTURES, RunsCode, random_model, save_model
+from utils.checksums import file_sha256
 from utils.backends import BACKENDS
 from utils.config import ConfigError, load_config, parse_timesteps, resolve_timesteps, with_overrides
 from utils.settings import SPECS, RunSettings, unread_message, unread_settings
@@ -367,3 +369,21 @@ def test_unusable_or_escaping_model_files_are_refused(client, work, tmp_path):
                              ("custom:absent.pth", "'absent.pth' is not in the models folder")):
         with pytest.raises(AppError, match=message):
             client.predict(handle_file(str(tmp_path / "crop.png")), backend=backend, api_name="/upscale")
+
+
+def test_an_uploaded_model_file_is_checked_then_stored_once_by_its_sha256(client, work, tmp_path):
+    path = save_model(random_model("Compact", seed=5), tmp_path / "my-model.pth")
+    sha = file_sha256(path)
+    stored = work / "models" / f"my-model-{sha[:12]}.pth"
+    listed = client.predict(handle_file(str(path)), api_name="/add_model")
+    assert stored.read_bytes() == path.read_bytes()
+    assert [m["file"] for m in listed if m.get("sha256") == sha] == [stored.name]
+    again = client.predict(handle_file(str(path)), api_name="/add_model")  # the same content: kept once
+    assert [m["file"] for m in again if m.get("sha256") == sha] == [stored.name]
+
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pth"
+    torch.save({"conv.weight": torch.zeros(1), "payload": RunsCode(marker)}, evil)
+    with pytest.raises(AppError, match=r"evil\.pth: refused: it holds Python objects besides tensors"):
+        client.predict(handle_file(str(evil)), api_name="/add_model")
+    assert not marker.exists()
+    assert not [p.name for p in (work / "models").iterdir() if "evil" in p.name or p.name.startswith(".")]

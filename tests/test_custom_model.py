@@ -1,12 +1,10 @@
 """Users' own model files: detected through spandrel, read as tensors only, refused with one clear error."""
-import os
-
 import pytest
 import torch
 from spandrel import ImageModelDescriptor
 from spandrel.architectures.GFPGAN import GFPGANArch
 
-from tests.custom_models import ARCHITECTURES, random_model, save_model
+from tests.custom_models import ARCHITECTURES, RunsCode, random_model, save_model
 from utils.backends import custom_model
 from utils.backends.custom_model import ModelFileError, load_custom_model
 
@@ -43,16 +41,6 @@ def test_params_ema_checkpoint_and_pt_suffix(tmp_path):
     torch.save({"params": state, "params_ema": {k: v + 1 for k, v in state.items()}}, path)
     loaded = load_custom_model(path)
     assert torch.equal(loaded.descriptor.model.state_dict()["body.0.bias"], state["body.0.bias"] + 1)
-
-
-class RunsCode:
-    """Unpickling this calls os.system: what a malicious model file does."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".pt", ".ckpt"])

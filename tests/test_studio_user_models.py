@@ -4,6 +4,7 @@ import pytest
 
 from tests.custom_models import random_model, save_model
 from utils.settings import SPECS
+from utils.studio.launch import StudioOptions, model_upload_allowed
 from utils.studio.service import Studio
 from utils.studio.settings import Settings
 from utils.studio.ui import Page, backend_choices, settings_panel
@@ -53,3 +54,17 @@ def test_only_plain_names_inside_the_folder(studio, tmp_path):
     for value in ("custom:../outside.pth", "custom:sub/x.pth", "custom:", "custom:link.pth"):
         with pytest.raises(PathRefused):
             model_file(studio.models_dir, value)
+
+
+def test_model_upload_is_off_by_default_only_where_others_reach_the_studio():
+    assert model_upload_allowed(StudioOptions())
+    assert not model_upload_allowed(StudioOptions(share=True))
+    assert not model_upload_allowed(StudioOptions(server_name="0.0.0.0"))
+    assert model_upload_allowed(StudioOptions(server_name="0.0.0.0", allow_model_upload=True))
+    assert not model_upload_allowed(StudioOptions(allow_model_upload=False))
+
+
+def test_upload_refused_when_off(studio, tmp_path):
+    with pytest.raises(gr.Error, match="model upload is off on this server"):
+        studio.add_model(str(save_model(random_model("Compact"), tmp_path / "m.pth")))
+    assert list(studio.models_dir.iterdir()) == []

@@ -32,6 +32,7 @@ class StudioOptions:
     batch_root: str = "inputs"
     output_root: str = "outputs"
     models_dir: Optional[str] = None  # None: weights/models in the project
+    allow_model_upload: Optional[bool] = None  # None: only when not shared (see model_upload_allowed)
     concurrency: int = 1
     max_queue: int = 20
     max_file_size: str = "50mb"
@@ -39,6 +40,14 @@ class StudioOptions:
     threads: Optional[int] = None
     engine: str = "local"
     ray_address: Optional[str] = None
+
+
+def model_upload_allowed(o: StudioOptions) -> bool:
+    """Uploading model files is on by default only for a studio no one else reaches: a model file is
+    checked and read as tensors only, but it is still someone else's large file on this machine."""
+    if o.allow_model_upload is not None:
+        return o.allow_model_upload
+    return not (o.share or o.server_name == "0.0.0.0")
 
 
 def launch(o: StudioOptions) -> int:
@@ -74,7 +83,8 @@ def launch(o: StudioOptions) -> int:
         print("error: --ray-address applies only to --engine ray", file=sys.stderr)
         return 2
     models_dir = Path(o.models_dir).absolute() if o.models_dir else DEFAULT_MODELS_DIR
-    studio = Studio(cfg, default, batch_root, output_root, tmp_root, ray, models_dir=models_dir)
+    studio = Studio(cfg, default, batch_root, output_root, tmp_root, ray, models_dir=models_dir,
+                    allow_model_upload=model_upload_allowed(o))
     print(f"[backend] {notice}; batch root {batch_root}; outputs {output_root}", file=sys.stderr)
     demo = build_ui(studio, o.concurrency)
     url = f"http://{'127.0.0.1' if o.server_name == '0.0.0.0' else o.server_name}:{o.server_port}"

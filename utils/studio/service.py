@@ -25,6 +25,7 @@ from PIL import Image
 from datapipe.image_io import (IMAGE_EXTENSIONS, ImageError, image_size, is_image_file, list_images, read_image,
                                write_image)
 from utils.backends import BACKENDS, BackendUnavailable, load_backend, resolve_backend_name
+from utils.backends.custom_model import ModelFileError
 from utils.batch.naming import output_name, plan_outputs, plan_paths
 from utils.batch.ray_engine import RayEngine, RayEngineError
 from utils.batch.runner import ERRORS_LOG, BatchItem, count_statuses, describe_error, process_batch
@@ -38,7 +39,7 @@ from utils.studio.catalog import unavailable_line
 from utils.studio.estimates import Eta, estimate
 from utils.settings import unread_message, unread_settings
 from utils.studio.settings import Settings, config_for, scale_label
-from utils.studio.user_models import DEFAULT_MODELS_DIR, is_user_model, list_models, model_file
+from utils.studio.user_models import DEFAULT_MODELS_DIR, is_user_model, list_models, model_file, store_upload
 
 log = logging.getLogger("sr-studio")
 
@@ -94,9 +95,11 @@ class Studio:
     """Server-side state shared by all sessions: the base config, folders, and cancel flags."""
 
     def __init__(self, cfg, default_backend: str, batch_root: Path, output_root: Path, tmp_root: Path,
-                 ray_engine: Optional[RayEngine] = None, models_dir: Path = DEFAULT_MODELS_DIR):
+                 ray_engine: Optional[RayEngine] = None, models_dir: Path = DEFAULT_MODELS_DIR,
+                 allow_model_upload: bool = False):
         self.cfg = cfg
         self.models_dir = models_dir  # users' own model files, offered as "custom:<file name>"
+        self.allow_model_upload = allow_model_upload
         self.ray = ray_engine  # when set, batches run on Ray actors (which load the models themselves)
         self.default_backend = default_backend
         self.batch_root = batch_root
@@ -220,6 +223,20 @@ class Studio:
     def models(self) -> list[dict]:
         """The files of the models folder, read now: what each is, or why it cannot be used."""
         return [entry.record() for entry in list_models(self.models_dir)]
+
+    def add_model(self, file: Optional[str]) -> list[dict]:
+        """Store an uploaded model file in the models folder (checked first: a file that cannot be used,
+        or would run code, is refused and not stored); the folder's files afterwards."""
+        if not self.allow_model_upload:
+            raise user_error("model upload is off on this server (start it with --allow-model-upload, or put "
+                             "the file in its models folder)")
+        if not file:
+            raise user_error("Choose a model file first.")
+        try:
+            store_upload(Path(file), self.models_dir, Path(file).name)
+        except ModelFileError as exc:
+            raise user_error(str(exc)) from None
+        return self.models()
 
     def run_single(self, image: str, request: gr.Request, progress: gr.Progress, **settings) -> "SingleRun":
         """Upscale one image and write the result in the chosen format and scale, named with the

@@ -27,6 +27,7 @@ from utils.studio.presets import PRESETS
 from utils.studio.service import RESULT_TTL_SECONDS, Studio
 from utils.studio.settings import (MAX_OVERLAP_RANGE, MIN_OVERLAP_RANGE, OUTSCALES, OVERLAP_RANGE,
                                    TILE_SIZE_RANGE, Settings, backend_key, scale_label, tiling_defaults)
+from utils.backends.custom_model import SUFFIXES
 from utils.studio.user_models import UserModel, find_model, is_user_model, list_models
 
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
@@ -235,6 +236,15 @@ class Page:
         models = list_models(self.studio.models_dir)
         return [gr.update(choices=backend_choices(models)), user_models_markdown(self.studio.models_dir, models)]
 
+    def add_model(self, file) -> list:
+        """An uploaded model file: stored and listed, or the reason in the list's place; the upload box
+        is emptied either way."""
+        try:
+            self.studio.add_model(file)
+        except gr.Error as exc:
+            return [gr.skip(), f"⚠ {exc.message}", None]
+        return [*self.user_models_view(), None]
+
     def user_model_note(self, value: str) -> str:
         entry = find_model(self.studio.models_dir, value)
         if entry is None:
@@ -402,6 +412,8 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                 lines, details = models_markdown(backend_status(cfg))
                 gr.Markdown("**Models on this machine**\n\n" + lines, elem_id="models")
                 user_list = gr.Markdown(user_models_markdown(studio.models_dir, user_models), elem_id="user-models")
+                model_upload = gr.File(file_types=list(SUFFIXES), type="filepath", visible=studio.allow_model_upload,
+                                       label="Add a model file (read as tensors only)", elem_id="model-upload")
                 with gr.Accordion("Model cards: use, scales, licence, source, speed", open=False):
                     gr.Markdown(details)
 
@@ -446,7 +458,11 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
               api_name="upscale", **run_options)
         gr.on([], api_endpoint(studio.batch), [files, folder, overwrite], [table, archive, summary],
               inputs_kwargs=settings, api_name="batch", **run_options)
-        gr.on([], studio.models, None, gr.JSON(visible=False), api_name="models", queue=False)
+        listing = gr.JSON(visible=False)
+        gr.on([], studio.models, None, listing, api_name="models", queue=False)
+        gr.on([], studio.add_model, model_upload, listing, api_name="add_model", concurrency_id=MODEL_GROUP)
+        model_upload.upload(page.add_model, model_upload, [settings["backend"], user_list, model_upload],
+                            api_visibility="private", concurrency_id=MODEL_GROUP)
         # Outside the queue, so it is not stuck behind the job it is meant to stop.
         gr.on([cancel_one.click, cancel_batch.click], studio.cancel, None, cancel_note, queue=False,
               api_name="cancel")

@@ -1,4 +1,5 @@
-"""The studio's models folder: users' own model files, listed in the model picker as "Your models".
+"""The studio's models folder: users' own model files, listed in the model picker as "Your models", and
+uploads into it (:func:`store_upload`, where the server allows them).
 
 A file is named in requests as ``custom:<file name>``; only plain names of files directly inside the
 folder are accepted (no sub-folders, no ``..``, no symlink leading out of it). Each file is loaded and
@@ -7,16 +8,21 @@ used is listed with the reason instead of failing a run.
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Optional
 
 from utils.backends.custom_model import SUFFIXES, CustomModel, ModelFileError, load_custom_model
+from utils.checksums import file_sha256
 from utils.config import WEIGHTS_DIR
 from utils.studio.paths import PathRefused, is_inside
 
 DEFAULT_MODELS_DIR = WEIGHTS_DIR / "models"
 PREFIX = "custom:"
+MAX_UPLOAD_BYTES = 1024 ** 3  # 1 GiB: the largest community models (HAT-L, DAT) are a few hundred MB
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ def list_models(folder: Path) -> list[UserModel]:
     if not folder.is_dir():
         return []
     entries = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file()):
+    for path in sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith(".")):
         try:
             entries.append(UserModel(path.name, load_custom_model(path)))
         except ModelFileError as exc:
@@ -74,7 +81,7 @@ def is_user_model(backend: str) -> bool:
 def model_file(folder: Path, value: str) -> Path:
     """The file that ``custom:<name>`` names inside ``folder``; PathRefused saying why not."""
     name = value.removeprefix(PREFIX)
-    if not name or PurePath(name).name != name or "\\" in name or name in (".", ".."):
+    if not name or PurePath(name).name != name or "\\" in name or name.startswith("."):
         raise PathRefused(f"'{name}': name a model file directly inside the models folder")
     path = folder / name
     if not path.is_file():
@@ -83,3 +90,32 @@ def model_file(folder: Path, value: str) -> Path:
     if not is_inside(path, folder):
         raise PathRefused(f"'{name}' leads outside the models folder")
     return path
+
+
+
+def store_upload(upload: Path, folder: Path, name: str) -> UserModel:
+    """Check an uploaded model file (``name``: the user's file name) and store it in ``folder`` as
+    "<name>-<sha256 prefix><suffix>"; the same content is stored once. ModelFileError when it is too large
+    or cannot be used: then nothing is stored."""
+    suffix = PurePath(name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ModelFileError(f"{name}: not a model file this program reads; use one of {', '.join(SUFFIXES)}")
+    if upload.stat().st_size > MAX_UPLOAD_BYTES:
+        raise ModelFileError(f"{name}: {upload.stat().st_size / 1e6:.0f} MB is over the upload limit of "
+                             f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB; put it in the models folder instead")
+    sha256 = file_sha256(upload)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.glob(f"*-{sha256[:12]}{suffix}"):
+        if file_sha256(path) == sha256:
+            return UserModel(path.name, load_custom_model(path))
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", PurePath(name).stem)[:60].strip("_") or "model"
+    target = folder / f"{stem}-{sha256[:12]}{suffix}"
+    staged = folder / f".upload-{sha256[:12]}{suffix}"  # hidden (not listed) until it has passed the checks
+    shutil.copyfile(upload, staged)
+    try:
+        load_custom_model(staged)
+    except ModelFileError as exc:
+        staged.unlink()
+        raise ModelFileError(str(exc).replace(staged.name, name)) from None
+    os.replace(staged, target)
+    return UserModel(target.name, load_custom_model(target))
