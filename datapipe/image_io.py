@@ -13,9 +13,10 @@ import re
 import struct
 import tempfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
@@ -82,20 +83,23 @@ def list_images(folder: os.PathLike | str, recursive: bool = False) -> list[Path
     return sorted(p for p in found if is_image_file(p) and p.is_file())
 
 
-def image_size(path: os.PathLike | str) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageError(path, _bomb_reason(exc, None)) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, f"not a readable image ({_reason(exc)})") from exc
+def image_size(path: os.PathLike | str, max_pixels: Optional[int] = None) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels; a bad file gives the same
+    ImageError as :func:`read_image` with the same ``max_pixels``."""
+    with _opened(path, max_pixels) as im:
+        return im.size
 
 
 def read_image(path: os.PathLike | str, max_pixels: Optional[int] = None) -> LoadedImage:
     """Decode ``path``; ``max_pixels`` is checked against the header before any pixel is decoded, and
     Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) caps it."""
+    with _opened(path, max_pixels) as im:
+        return _decode(Path(path), im, max_pixels)
+
+
+@contextmanager
+def _opened(path: os.PathLike | str, max_pixels: Optional[int]) -> Iterator[Image.Image]:
+    """The image opened by Pillow; any problem with the file (inside the block too) as one ImageError."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "file not found")
@@ -103,7 +107,7 @@ def read_image(path: os.PathLike | str, max_pixels: Optional[int] = None) -> Loa
         raise ImageError(path, "the file is empty (0 bytes)")
     try:
         with Image.open(path) as im:
-            return _decode(path, im, max_pixels)
+            yield im
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
