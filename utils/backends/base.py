@@ -118,8 +118,9 @@ class TiledBackend(Backend):
         """n×3×h×w float32 in [0, 1] -> n×3×(scale·h)×(scale·w) float32 in [0, 1]; ``scale`` is one of
         :attr:`scales`."""
 
-    def tile_margin(self, settings: "RunSettings") -> int:
-        return self.context_margin if settings.tile_margin is None else settings.tile_margin
+    @classmethod
+    def tile_margin(cls, settings: "RunSettings") -> int:
+        return cls.context_margin if settings.tile_margin is None else settings.tile_margin
 
     def upscale(self, lr: torch.Tensor, settings: "RunSettings",
                 progress: Optional[ProgressFn] = None) -> torch.Tensor:

@@ -1,12 +1,52 @@
 """Size limits checked before any work: the native-scale result and what producing it costs."""
 from __future__ import annotations
 
-from utils.pipeline.settings import RunSettings
+from dataclasses import dataclass
 
-# Bytes per native-scale output pixel while one image is produced: the float64 blending accumulator
-# (3 colour channels + 1 weight = 32 B), the float32 result (12 B) and one float32 post-processing
-# copy such as the colour-fix reference (12 B).
-BYTES_PER_OUTPUT_PIXEL = 56
+from utils.backends import BACKENDS
+from utils.backends.base import TiledBackend
+from utils.backends.invsr import diffusion
+from utils.pipeline.settings import RunSettings
+from utils.tiling.chopping import FEATHER, context_grid
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    """What producing one image costs a backend beyond its loaded model and the output pixels, in
+    bytes: ``fixed`` (libraries' pools, first-use buffers) and ``per_tile_pixel`` for each output pixel
+    of the tiles (patches) in one model call (the model's activations)."""
+
+    fixed: float
+    per_tile_pixel: float
+
+
+MB = 2 ** 20
+# Measured by scripts/measure_memory.py on a 2-core CPU in float32 (docs/benchmarks.md, "Memory per
+# image"): per backend, two input sizes at one tile size and two tile sizes at one input size.
+# Every backend's output pixels cost the same work (float64 blending accumulators, the result, the
+# default wavelet colour fix, PNG encoding): the per-backend fits give 65–82 bytes per pixel where
+# the sizes reach 7.7 MP, so all take the largest, and ``fixed`` is the largest rest of a measured run.
+OUTPUT_BYTES_PER_PIXEL = 82
+BACKEND_MEMORY = {
+    "bicubic": MemoryCost(fixed=113 * MB, per_tile_pixel=56),
+    "span": MemoryCost(fixed=197 * MB, per_tile_pixel=260),
+    "realesrgan-anime": MemoryCost(fixed=154 * MB, per_tile_pixel=228),
+    "waifu2x": MemoryCost(fixed=277 * MB, per_tile_pixel=1667),
+    "realesrgan": MemoryCost(fixed=755 * MB, per_tile_pixel=338),
+    # An estimate: SD-Turbo's weights are not on the measuring machine. Per patch, the VAE's encoding
+    # and decoding dominate (measured with SD-Turbo's VAE shape and random weights: 310 MB at 256²
+    # output, 860 MB at 512²); the UNet on 1/8-size latents and the noise predictor on the LR patch
+    # run after it and need less. Blending and post-processing as for the other backends.
+    "invsr": MemoryCost(fixed=(127 + 117) * MB, per_tile_pixel=2800),
+}
+# Bytes per output pixel that post-processing heavier than the default wavelet colour fix adds
+# (measured with SPAN); lighter settings are not credited, so the guard errs on the safe side.
+COLOR_FIX_EXTRA = {"ycbcr": 59, "histogram": 97, "hybrid": 128}
+FUSION_EXTRA = 37
+EDGES_EXTRA = 92
+# Headroom over the fitted figures: a mid-size image peaks up to 10 % above the straight-line fit
+# (docs/benchmarks.md), and the resident set varies from run to run.
+SAFETY = 1.35
 
 
 class LimitError(ValueError):
@@ -17,9 +57,39 @@ def output_size(h: int, w: int, outscale: float) -> tuple[int, int]:
     return max(1, round(h * outscale)), max(1, round(w * outscale))
 
 
-def working_memory_mb(h: int, w: int, scale: int) -> float:
-    """Memory one h×w input needs at the backend's native ×``scale`` (result and blending buffers)."""
-    return h * w * scale * scale * BYTES_PER_OUTPUT_PIXEL / 2 ** 20
+def tile_output_pixels(h: int, w: int, scale: int, settings: RunSettings) -> int:
+    """Output pixels of the tiles (patches) that one model call of ``settings.backend`` works on."""
+    backend = BACKENDS[settings.backend]
+    if not issubclass(backend, TiledBackend):  # InvSR: square patches of the reflect-padded input
+        side = diffusion.patch_size(settings, h, w)
+        return side * side * scale * scale * settings.batch_size
+    margin = backend.tile_margin(settings)
+    if settings.smart_chopping:  # its tiles vary with the image: the largest it may use
+        side = settings.tile_size + 2 * margin + FEATHER
+        th, tw = min(side, h), min(side, w)
+    else:
+        grid = context_grid(h, w, settings.tile_size, margin)
+        th, tw = grid.height, grid.width
+    return th * tw * scale * scale * settings.batch_size
+
+
+def postprocess_extra(settings: RunSettings) -> float:
+    """Bytes per output pixel that ``settings``' post-processing needs beyond the default's."""
+    extra = COLOR_FIX_EXTRA.get(settings.color_fix, 0)
+    if settings.attention_fusion:
+        extra += FUSION_EXTRA
+    if settings.edge_enhancement > 0:
+        extra += EDGES_EXTRA
+    return extra
+
+
+def working_memory_mb(h: int, w: int, scale: int, settings: RunSettings) -> float:
+    """Peak memory (MB) one h×w input needs at the backend's native ×``scale``, models aside."""
+    cost = BACKEND_MEMORY[settings.backend]
+    pixels = h * w * scale * scale
+    need = (cost.fixed + cost.per_tile_pixel * tile_output_pixels(h, w, scale, settings)
+            + (OUTPUT_BYTES_PER_PIXEL + postprocess_extra(settings)) * pixels)
+    return SAFETY * need / MB
 
 
 def check_limits(h: int, w: int, scale: int, settings: RunSettings) -> tuple[int, int]:
@@ -30,7 +100,7 @@ def check_limits(h: int, w: int, scale: int, settings: RunSettings) -> tuple[int
         raise LimitError(
             f"the ×{scale} result would be {w * scale}×{h * scale} = {native:,} pixels, over the limit of "
             f"{settings.max_output_pixels:,} (limits.max_output_pixels); crop or downscale the input")
-    memory = working_memory_mb(h, w, scale)
+    memory = working_memory_mb(h, w, scale, settings)
     if memory > settings.max_memory_mb:
         raise LimitError(
             f"a {w}×{h} input needs about {memory:,.0f} MB at ×{scale}, over the limit of "
