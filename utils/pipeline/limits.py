@@ -24,28 +24,28 @@ MB = 2 ** 20
 # Measured by scripts/measure_memory.py on a 2-core CPU in float32 (docs/benchmarks.md, "Memory per
 # image"): per backend, two input sizes at one tile size and two tile sizes at one input size.
 # Every backend's output pixels cost the same work (float64 blending accumulators, the result, the
-# default wavelet colour fix, PNG encoding): the per-backend fits give 65–82 bytes per pixel where
-# the sizes reach 7.7 MP, so all take the largest, and ``fixed`` is the largest rest of a measured run.
-OUTPUT_BYTES_PER_PIXEL = 82
+# default wavelet colour fix, PNG encoding); the per-backend fits give 68–91 bytes per pixel, so all
+# take the largest, and ``fixed`` is then the largest remainder of a measured run.
+OUTPUT_BYTES_PER_PIXEL = 91
 BACKEND_MEMORY = {
-    "bicubic": MemoryCost(fixed=113 * MB, per_tile_pixel=56),
-    "span": MemoryCost(fixed=197 * MB, per_tile_pixel=260),
-    "realesrgan-anime": MemoryCost(fixed=154 * MB, per_tile_pixel=228),
-    "waifu2x": MemoryCost(fixed=277 * MB, per_tile_pixel=1667),
-    "realesrgan": MemoryCost(fixed=755 * MB, per_tile_pixel=338),
+    "bicubic": MemoryCost(fixed=132 * MB, per_tile_pixel=33),
+    "span": MemoryCost(fixed=173 * MB, per_tile_pixel=273),
+    "realesrgan-anime": MemoryCost(fixed=168 * MB, per_tile_pixel=212),
+    "waifu2x": MemoryCost(fixed=230 * MB, per_tile_pixel=1737),
+    "realesrgan": MemoryCost(fixed=733 * MB, per_tile_pixel=339),
     # An estimate: SD-Turbo's weights are not on the measuring machine. Per patch, the VAE's encoding
-    # and decoding dominate (measured with SD-Turbo's VAE shape and random weights: 310 MB at 256²
-    # output, 860 MB at 512²); the UNet on 1/8-size latents and the noise predictor on the LR patch
-    # run after it and need less. Blending and post-processing as for the other backends.
-    "invsr": MemoryCost(fixed=(127 + 117) * MB, per_tile_pixel=2800),
+    # and decoding dominate (measured with SD-Turbo's VAE shape and random weights: 121 MB + 2,795 B
+    # per patch output pixel); the UNet on 1/8-size latents and the noise predictor on the LR patch
+    # run after it and need less. Blending and post-processing as for the other backends (bicubic's).
+    "invsr": MemoryCost(fixed=(121 + 132) * MB, per_tile_pixel=2795),
 }
 # Bytes per output pixel that post-processing heavier than the default wavelet colour fix adds
 # (measured with SPAN); lighter settings are not credited, so the guard errs on the safe side.
 COLOR_FIX_EXTRA = {"ycbcr": 59, "histogram": 97, "hybrid": 128}
 FUSION_EXTRA = 37
 EDGES_EXTRA = 92
-# Headroom over the fitted figures: a mid-size image peaks up to 10 % above the straight-line fit
-# (docs/benchmarks.md), and the resident set varies from run to run.
+# Headroom over the fitted figures: identical runs peak up to ~25 % apart (the allocator's reuse of
+# freed memory) and sizes between the measured ones lie above the straight line.
 SAFETY = 1.35
 
 
