@@ -1,5 +1,4 @@
-"""What a run will cost before it starts ("≈ 9 tiles, ≈ 40 s on this machine") and how long a running
-job has left.
+"""What a run will cost before it starts ("≈ 9 tiles, ≈ 40 s on this machine").
 
 Tile counts come from the grids the backends use (:mod:`utils.tiling`); seconds from the throughput
 of each backend measured on this project's machine (2 shared x86-64 cores, no GPU), so they are
@@ -8,9 +7,7 @@ rough: the machine is shared and timings swing by 2-3× with its load.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Optional
 
 from utils.settings import RunSettings
 from utils.tiling.chopping import FEATHER, PatchGrid, context_grid
@@ -100,25 +97,3 @@ def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
         tiles, size = [len(grid)] * 2, (grid.height, grid.width)
     seconds = seconds_per_pixel * size[0] * size[1] * (tiles[0] + tiles[1]) / 2 * PIPELINE_OVERHEAD
     return Estimate((tiles[0], tiles[1]), size, seconds)
-
-
-class Eta:
-    """Time left in a job of ``count`` images: from the estimate until the first tile is done, then
-    from the pace so far."""
-
-    def __init__(self, count: int, estimate_seconds: Optional[float] = None):
-        self.count = count
-        self.estimate_seconds = estimate_seconds
-        self.start = time.monotonic()
-
-    def text(self, index: int, done: int, total: int) -> str:
-        """"4 s elapsed · ≈ 10 s left" after tile ``done`` of ``total`` of image ``index`` (from 0)."""
-        elapsed = time.monotonic() - self.start
-        fraction = (index + done / max(total, 1)) / self.count
-        if fraction > 0:
-            left = f"{about(elapsed * (1 - fraction) / fraction)} left"
-        elif self.estimate_seconds is not None:
-            left = f"{about(self.estimate_seconds)} left (estimate)"
-        else:
-            left = "time left: after the first tile"
-        return f"{duration(elapsed)} elapsed · {left}"
