@@ -61,8 +61,7 @@ def in_words(message: str, backend: str) -> str:
     # Longest first, and never inside a longer name, so "span.tile_size" is one word, not "span." + label.
     keys = sorted(words, key=len, reverse=True)
     pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, keys)) + r")(?![\w.])")
-    message = pattern.sub(lambda m: words[m.group(1)], message)
-    return message[:1].upper() + message[1:]
+    return pattern.sub(lambda m: words[m.group(1)], message)
 
 
 def reason_in_words(reason: str) -> str:
