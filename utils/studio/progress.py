@@ -33,12 +33,14 @@ class ProgressLine:
         self.start = clock()
         self._place = ("", 0, 0, 0)  # label, image index, tiles done, tiles in the image
         self._fraction_at = (0.0, self.start)  # the job's fraction done, and when it was reported
+        self._begun = False                     # before: reading the input, loading the model
 
     def begin(self, count: int, estimate_seconds: Optional[float] = None, label: str = "") -> None:
         with self._lock:
             self.count, self.estimate_seconds = max(count, 1), estimate_seconds
             self.start = self.clock()
             self._place, self._fraction_at = (label, 0, 0, 0), (0.0, self.start)
+            self._begun = True
         self._send()
 
     def report(self, index: int, done: int, total: int, label: str = "") -> None:
@@ -59,8 +61,11 @@ class ProgressLine:
         """The line as of now."""
         with self._lock:
             (label, _, done, total), (fraction, reported) = self._place, self._fraction_at
+            begun = self._begun
         now = self.clock()
         elapsed = now - self.start
+        if not begun:
+            return f"starting (reading the input, loading the model) · {duration(elapsed)} elapsed"
         if fraction > 0:
             # The pace up to the last report, counted down by the clock since then.
             left_s = (reported - self.start) * (1 - fraction) / fraction - (now - reported)

@@ -475,11 +475,13 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
         def running(on: bool) -> list:
             return [gr.update(interactive=not on), gr.update(visible=on)]
 
-        for button, cancel, fn, inputs, outputs in (
-                (run_one, cancel_one, page.run_single, [image_in, compare_with, runs, refused], single_outputs),
-                (run_batch, cancel_batch, page.run_batch, [files, folder, overwrite, refused],
+        for button, cancel, line, fn, inputs, outputs in (
+                (run_one, cancel_one, progress_one, page.run_single, [image_in, compare_with, runs, refused],
+                 single_outputs),
+                (run_batch, cancel_batch, progress_batch, page.run_batch, [files, folder, overwrite, refused],
                  [table, archive, summary, progress_batch])):
-            button.click(lambda: running(True), None, [button, cancel], **quick) \
+            # A new run starts with an empty line: the last run's "100 %" is not this one's.
+            button.click(lambda: [*running(True), ""], None, [button, cancel, line], **quick) \
                 .then(fn, inputs, outputs, inputs_kwargs=settings, show_progress="hidden",
                       api_visibility="private", **run_options) \
                 .then(lambda: running(False), None, [button, cancel], **quick)
