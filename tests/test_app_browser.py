@@ -56,10 +56,10 @@ def browser():
 
 
 def cost(backend: str, **tiling) -> str:
-    """The estimate the page should show for the test image."""
+    """The tiles the page should show for the test image (the time depends on the server's timing)."""
     cfg = load_config()
     s = Settings.defaults(cfg, backend).replace(**tiling).applicable()
-    return estimate(SIDE, SIDE, RunSettings.from_config(config_for(cfg, s, backend), backend)).text()
+    return estimate(SIDE, SIDE, RunSettings.from_config(config_for(cfg, s, backend), backend)).tiles_text()
 
 
 def crop(path: Path, image: str, left: int = 60, top: int = 60, side: int = SIDE) -> Path:

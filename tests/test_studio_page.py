@@ -25,6 +25,12 @@ from utils.studio.progress import ProgressLine, ticking
 from utils.studio.ui import SINGLE_OUTPUTS, Page, applies_to, settings_panel
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """The models' timings go to this test's cache folder, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def tiles_run(backend, lr: torch.Tensor, run: RunSettings) -> int:
     """How many tiles ``backend`` really processes: the total its progress callback reports."""
     totals = []
@@ -179,7 +185,8 @@ def test_review_gives_the_cost_or_why_not(page, cfg, tmp_path):
     assert text == "⚠ Scale must be between 1 and 4 (got 7.0)"
     text, _ = page.review(None, {}, **{**values, "backend": "invsr", "tile_size": 128})
     # Priced without the weights; from 512×512 up InvSR takes 256-pixel patches, as its reference does.
-    assert text.startswith("≈ 9 tiles of 256×256 px") and text.endswith("for a 512×512 image")
+    assert text.startswith("≈ 9 tiles (tile size 256 px, patches overlapping by half), ")
+    assert text.endswith("(not timed here yet) on this machine for a 512×512 image")
 
 
 def last(frames) -> dict:
@@ -256,3 +263,45 @@ def test_a_value_typed_out_of_range_is_refused_in_the_controls_words(page, cfg, 
     out = run_page(page, tmp_path / "a.png", [], refused=refused, **vars(Settings.defaults(cfg, "bicubic")))
     assert out["info"] == "⚠ Tile size must be from 16 to 1024 px (got 10)" and out["download"] == gr.skip()
     assert page.typed("tile_size", 64, refused) == {}
+
+
+def test_a_model_is_timed_here_once_per_runtime_and_the_estimate_uses_it(cfg, tmp_path):
+    from utils.studio import calibration
+
+    class Clocked:
+        """A backend stand-in that takes 0.05 s per call."""
+        def __init__(self, precision):
+            self.precision, self.calls = precision, 0
+
+        def engine(self):
+            return {"runtime": "ncnn", "precision": self.precision, "device": "cpu"}
+
+        def upscale(self, lr, run, progress=None):
+            import time
+            self.calls += 1
+            time.sleep(0.05)
+
+    run = run_settings(cfg, "span", tile_size=64, overlap=22)
+    before = estimate(128, 128, run)
+    assert not before.measured and before.text().endswith("(not timed here yet)")
+    model = Clocked("float32")
+    rate = calibration.calibrate(model, run)
+    assert model.calls == 2 and rate == pytest.approx(0.05 / (96 * 96 / 1e6), rel=0.5)
+    assert calibration.cache_file() == tmp_path / "cache" / "sr-studio" / "throughput.json"
+    assert calibration.calibrate(model, run) == rate and model.calls == 2  # kept: not timed again
+    other = Clocked("float16")
+    calibration.calibrate(other, run)
+    assert other.calls == 2  # another precision is timed on its own
+    after = estimate(128, 128, run)
+    assert after.measured and "not timed" not in after.text()
+    area = after.tile_size[0] * after.tile_size[1] * after.tiles[0] / 1e6
+    assert after.seconds == pytest.approx(calibration.measured("span", 4) * area * estimates.PIPELINE_OVERHEAD)
+
+
+def test_the_tile_line_states_the_chosen_tile_size_and_falls_with_bigger_tiles(cfg):
+    counts = []
+    for tile in (16, 24, 32, 48, 64, 96, 128, 256):
+        planned = estimate(160, 160, run_settings(cfg, "realesrgan", tile_size=tile, overlap=8))
+        assert f"(tile size {tile} px, overlap 8 px)" in planned.text()
+        counts.append(planned.tiles[0])
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] == 1

@@ -8,9 +8,17 @@ from types import SimpleNamespace
 from PIL import Image
 
 from utils.config import with_overrides
+import pytest
+
 from utils.studio.progress import ProgressLine
 from utils.studio.service import RESULT_TTL_SECONDS, Studio
 from utils.studio.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """The models' timings go to this test's cache folder, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def test_the_sweep_never_removes_a_folder_in_use(cfg, tmp_path):

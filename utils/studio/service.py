@@ -35,6 +35,7 @@ from utils.pipeline.chain import Cancelled, bicubic_reference, to_array, to_tens
 from utils.pipeline.limits import LimitError
 from utils.settings import RunSettings
 from utils.studio.paths import PathRefused, extract_zip, is_inside, resolve_folder
+from utils.studio.calibration import calibrate
 from utils.studio.catalog import unavailable_line
 from utils.studio.estimates import estimate
 from utils.settings import unread_message, unread_settings
@@ -154,9 +155,12 @@ class Studio:
             raise user_error("; ".join(in_words(part, name) for part in str(exc).split("; "))) from None
 
     def _prepare(self, settings: dict):
-        """(loaded backend, run settings) for the request's settings, or a gr.Error saying what is wrong."""
+        """(loaded backend, run settings) for the request's settings, or a gr.Error saying what is wrong.
+        A model used here for the first time is timed first, for the estimates."""
         name, cfg, run = self.check(settings)
-        return self._load(name, cfg), run
+        backend = self._load(name, cfg)
+        calibrate(backend, run)
+        return backend, run
 
     @staticmethod
     def _load(name: str, cfg: DictConfig):
@@ -318,6 +322,8 @@ class Studio:
             raise user_error("Upload images (or a zip), or name a folder inside the batch root.")
         name, cfg, run = self.check(settings)
         backend = None if self.ray is not None else self._load(name, cfg)
+        if backend is not None:
+            calibrate(backend, run)
         with self._request_dir() as req_dir:
             return self._run_batch(files, folder, bool(overwrite), backend, cfg, run, req_dir, request, line,
                                    bool(settings.get("niqe")))
