@@ -286,7 +286,7 @@ def test_a_model_is_timed_here_once_per_runtime_and_the_estimate_uses_it(cfg, tm
     assert not before.measured and before.text().endswith("(not timed here yet)")
     model = Clocked("float32")
     rate = calibration.calibrate(model, run)
-    assert model.calls == 2 and rate == pytest.approx(0.05 / (96 * 96 / 1e6), rel=0.5)
+    assert model.calls == 2 and rate == pytest.approx(0.05 / (calibration.SIDE ** 2 / 1e6), rel=0.5)
     assert calibration.cache_file() == tmp_path / "cache" / "sr-studio" / "throughput.json"
     assert calibration.calibrate(model, run) == rate and model.calls == 2  # kept: not timed again
     other = Clocked("float16")
@@ -305,3 +305,14 @@ def test_the_tile_line_states_the_chosen_tile_size_and_falls_with_bigger_tiles(c
         assert f"(tile size {tile} px, overlap 8 px)" in planned.text()
         counts.append(planned.tiles[0])
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] == 1
+
+
+def test_a_target_width_or_height_sets_the_scale_or_is_refused(page, tmp_path):
+    Image.new("RGB", (160, 90)).save(tmp_path / "in.png")
+    image = str(tmp_path / "in.png")
+    assert page.scale_for("width", 400, image, {}) == (2.5, {})
+    assert page.scale_for("height", 90, image, {"outscale": "old"}) == (1.0, {})
+    scale, refused = page.scale_for("width", 1000, image, {})
+    assert scale == gr.skip() and refused == {"outscale": "a target width of 1000 px is ×6.25 of this image's "
+                                                          "160 px; Scale must be from ×1 to ×4"}
+    assert page.scale_for("width", 400, None, refused) == (gr.skip(), {})

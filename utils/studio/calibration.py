@@ -18,7 +18,7 @@ from utils.settings import RunSettings
 
 log = logging.getLogger("sr-studio")
 
-SIDE = 96           # the timed tile, input pixels: big enough that per-call overhead is small
+SIDE = 64           # the timed tile, input pixels: a few seconds for the slowest model on a busy machine
 WARM_UP_SIDE = 16   # an untimed first call (lazy allocations, first-call compilation)
 
 

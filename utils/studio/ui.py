@@ -270,6 +270,21 @@ class Page:
                             f"(got {value:g})")
         return refused
 
+    def scale_for(self, side: str, value, image, refused: dict):
+        """(the Scale for a target width or height of the input, the refusals): the factor that gives
+        ``value`` pixels, refused when it is not from ×1 to ×4."""
+        refused = {k: v for k, v in (refused or {}).items() if k != "outscale"}
+        if value is None or not image:
+            return gr.skip(), refused
+        width, height = image_size(image)
+        have = width if side == "width" else height
+        factor = value / have
+        if not 1 <= factor <= 4:
+            refused["outscale"] = (f"a target {side} of {value:g} px is ×{factor:.2f} of this image's {have} px; "
+                                   f"{LABELS['outscale']} must be from ×1 to ×4")
+            return gr.skip(), refused
+        return factor, refused
+
     def preset(self, index: int, **values) -> list:
         chosen, note = PRESETS[index].apply(self.studio.cfg, Settings(**values), self.status)
         return self.values(chosen) + [note]
@@ -440,6 +455,10 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                                       for i, p in enumerate(PRESETS)]
                 preset_note = gr.Markdown(elem_id="preset-note")
                 settings, model_note, estimate = settings_panel(defaults)
+                with gr.Row():
+                    targets = {side: gr.Number(None, precision=0, minimum=1, label=f"…or a target {side} (px)",
+                                               info="sets the Scale for this input", elem_id=f"target-{side}")
+                               for side in ("width", "height")}
                 lines, details = models_markdown(backend_status(cfg))
                 gr.Markdown("**Models on this machine**\n\n" + lines, elem_id="models")
                 with gr.Accordion("Model cards: use, scales, licence, source, speed", open=False):
@@ -460,6 +479,11 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
         for key, control in settings.items():
             if isinstance(control, SettingSlider):
                 control.input(partial(page.typed, key), [control, refused], refused, **quick)
+        for side, target in targets.items():
+            target.input(partial(page.scale_for, side), [target, image_in, refused], [settings["outscale"], refused],
+                         **quick)
+        # A preset's note describes its settings until one of them is changed by hand.
+        gr.on([c.input for c in controls], lambda: "", None, preset_note, **quick)
         # Every change: what the run will cost (or why it cannot run), and the settings saved in the browser.
         gr.on([c.change for c in controls] + [image_in.change, refused.change], page.review, [image_in, refused],
               [estimate, saved], inputs_kwargs=settings, trigger_mode="always_last", **quick)
