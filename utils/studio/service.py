@@ -389,7 +389,7 @@ class Studio:
             nonlocal finished
             logged(item)
             finished += 1
-            line.report(finished, 0, 1, label=f"file {finished}/{len(pairs)} done · ")
+            line.report(finished, 0, 0, label=f"file {finished}/{len(pairs)} done · ")
 
         try:
             self.ray.run(pairs, run.backend, cfg, run, overwrite=overwrite, on_item=arrived,
