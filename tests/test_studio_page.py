@@ -187,6 +187,9 @@ def test_review_gives_the_cost_or_why_not(page, cfg, tmp_path):
     # Priced without the weights; from 512×512 up InvSR takes 256-pixel patches, as its reference does.
     assert text.startswith("≈ 9 tiles (tile size 256 px, patches overlapping by half), ")
     assert text.endswith("(not timed here yet) on this machine for a 512×512 image")
+    # On the Batch tab the line prices one image of the assumed size, not the single image's upload.
+    text, _ = page.review(str(tmp_path / "in.png"), {}, "batch", **values)
+    assert text.endswith("on this machine for a 512×512 image, per image of that size")
 
 
 def last(frames) -> dict:
@@ -316,3 +319,16 @@ def test_a_target_width_or_height_sets_the_scale_or_is_refused(page, tmp_path):
     assert scale == gr.skip() and refused == {"outscale": "a target width of 1000 px is ×6.25 of this image's "
                                                           "160 px; Scale must be from ×1 to ×4"}
     assert page.scale_for("width", 400, None, refused) == (gr.skip(), {})
+
+
+def test_no_status_outlives_a_run_that_fails_unexpectedly(page, cfg, tmp_path, monkeypatch):
+    def broken(image, request, line, **settings):
+        line.begin(1, 5.0)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(page.studio, "run_single", broken)
+    frames = list(page.run_single(str(tmp_path / "a.png"), "bicubic", [], {}, SimpleNamespace(session_hash="s"),
+                                  **vars(Settings.defaults(cfg, "bicubic"))))
+    final = dict(zip(SINGLE_OUTPUTS, frames[-1]))
+    assert final["progress"] == "" and final["info"] == "⚠ disk full (the previous result is kept)"
+    assert final["download"] == gr.skip()

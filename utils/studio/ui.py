@@ -1,7 +1,8 @@
-"""The studio's page: the image first (input, result, Upscale) with the settings beside it on a wide
-screen and below it on a phone; presets; a model picker in plain words; what a run will cost next to
-the controls that change it; one progress line with the time left; comparison with bicubic or the
-previous run, a 100 % zoom and the session's runs; settings kept in the browser across reloads.
+"""The studio's page: the image first (input, Upscale, its live progress line, the result) with the
+settings beside it on a wide screen and below it on a phone; presets; a model picker in plain words;
+what a run will cost next to the controls that change it; a result area that belongs to the current
+input (a new input clears it; hidden while empty); comparison with bicubic or the previous run of the
+same image, a 100 % zoom and the session's runs; settings and runs kept in the browser across reloads.
 
 The API endpoints (/upscale, /batch, /cancel) are the service's functions with every setting as an
 optional keyword; the page runs its own events around them, which keep a failed run's message in the
@@ -11,6 +12,7 @@ concurrency group, so the concurrency limit bounds the page and the API together
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import fields
 from functools import partial, wraps
 
@@ -28,6 +30,8 @@ from utils.studio.service import NIQE_MIN_SIDE, NIQE_NOTE, RESULT_TTL_SECONDS, S
 from utils.studio.words import LABELS, UNITS, label_of
 from utils.studio.settings import (MAX_OVERLAP_RANGE, MIN_OVERLAP_RANGE, OUTSCALES, OVERLAP_RANGE,
                                    TILE_SIZE_RANGE, Settings, tiling_defaults)
+
+log = logging.getLogger("sr-studio")
 
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
 TABLE_HEADERS = ["file", "status", "reason", "seconds", "NIQE"]
@@ -249,15 +253,17 @@ class Page:
         tiling = tiling_defaults(self.studio.cfg, backend)
         return [tiling["tile_size"], gr.skip() if tiling["overlap"] is None else tiling["overlap"], ""]
 
-    def review(self, image, refused, **values) -> tuple[str, dict]:
-        """(what the run will cost, or why it cannot run; the settings to save in the browser)."""
+    def review(self, image, refused, tab: str = "single", **values) -> tuple[str, dict]:
+        """(what the run will cost, or why it cannot run; the settings to save in the browser). On the
+        Batch tab the cost is per image, for an image of the size the estimates assume."""
         if refused:
             return "⚠ " + "; ".join(refused.values()), values
+        batch = tab == "batch"
         try:
-            text = self.studio.estimate(image, self.settings(values))
+            text = self.studio.estimate(None if batch else image, self.settings(values))
         except gr.Error as exc:
-            text = f"⚠ {exc.message}"
-        return text, values
+            return f"⚠ {exc.message}", values
+        return (f"{text}, per image of that size" if batch else text), values
 
     def typed(self, key: str, value, refused: dict) -> dict:
         """A value typed into a number box: the browser clamps one out of range when the box loses focus,
@@ -309,6 +315,10 @@ class Page:
             done = yield from ticking(work, line, lambda text: self.single(progress=text))
         except gr.Error as exc:
             yield self.single(info=f"⚠ {exc.message} (the previous result is kept)", progress="")
+            return
+        except Exception as exc:  # the line must not outlive its run, whatever stopped it
+            log.exception("a single-image run failed")
+            yield self.single(info=f"⚠ {exc} (the previous result is kept)", progress="")
             return
         if done.cancelled:
             yield self.single(info=done.info, progress="")
@@ -385,6 +395,10 @@ class Page:
         except gr.Error as exc:
             yield gr.skip(), gr.skip(), f"⚠ {exc.message}", ""
             return
+        except Exception as exc:  # as for a single image: the line ends with its run
+            log.exception("a batch failed")
+            yield gr.skip(), gr.skip(), f"⚠ {exc}", ""
+            return
         yield table, archive, summary, line.done_text("finished")
 
 
@@ -398,10 +412,11 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
         saved = gr.BrowserState(None, storage_key=STORAGE_KEY, secret=STORAGE_SECRET)
         saved_runs = gr.BrowserState([], storage_key=RUNS_KEY, secret=STORAGE_SECRET)
         runs, shown, centre, refused = gr.State([]), gr.State(None), gr.State((0.5, 0.5)), gr.State({})
+        tab = gr.State("single")  # the cost line describes the uploaded image, or on Batch one image
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=340):
                 with gr.Tabs():
-                    with gr.Tab("Single image"):
+                    with gr.Tab("Single image") as single_tab:
                         # Upscale, progress and info under the input, so a phone shows them before the result.
                         with gr.Row():
                             with gr.Column(min_width=300):
@@ -434,7 +449,7 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                         history_box = gr.Gallery(label="This session's runs (click one to show it again)", height=210,
                                                  allow_preview=False, elem_id="history", object_fit="contain",
                                                  visible=False)
-                    with gr.Tab("Batch"):
+                    with gr.Tab("Batch") as batch_tab:
                         files = gr.File(file_count="multiple", type="filepath",
                                         label="Images or a zip (or leave empty and name a folder)")
                         with gr.Row():
@@ -485,7 +500,10 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
         # A preset's note describes its settings until one of them is changed by hand.
         gr.on([c.input for c in controls], lambda: "", None, preset_note, **quick)
         # Every change: what the run will cost (or why it cannot run), and the settings saved in the browser.
-        gr.on([c.change for c in controls] + [image_in.change, refused.change], page.review, [image_in, refused],
+        single_tab.select(lambda: "single", None, tab, **quick)
+        batch_tab.select(lambda: "batch", None, tab, **quick)
+        gr.on([c.change for c in controls] + [image_in.change, refused.change, tab.change], page.review,
+              [image_in, refused, tab],
               [estimate, saved], inputs_kwargs=settings, trigger_mode="always_last", **quick)
         # On load the saved backend may equal the default, which fires no change: apply its view anyway.
         demo.load(page.restore, saved, controls, **quick) \
