@@ -264,6 +264,7 @@ def test_the_studio_on_a_desktop(app, browser, tmp_path):
         expect(summary).to_have_value(f"1 ok → outputs/holiday_{model}_x4; zip: holiday_{model}_x4.zip",
                                       timeout=RUN_TIMEOUT_MS)
         expect(page.locator("#batch-progress")).to_contain_text("100 %")
+        expect(page.locator("#upscale-all")).to_be_enabled()
     assert all((work / "outputs" / f"holiday_{m}_x4" / "beach.png").is_file() for m in ("span", "bicubic"))
     page.screenshot(path=str(SHOTS / "desktop-batch-two-models.png"), full_page=True)
     assert not [e for e in errors if CONFIG_KEY.search(e) or str(work) in e], errors
@@ -300,8 +301,8 @@ def test_the_studio_on_a_phone(app, browser, tmp_path):
     page.locator("#upscale").click()
     progress = page.locator("#progress")
     expect(progress).to_contain_text("elapsed", timeout=RUN_TIMEOUT_MS)
-    box = progress.bounding_box()
-    assert box["y"] + box["height"] <= 844, box  # the line is on screen while running
+    box, info = progress.bounding_box(), page.locator("#run-info").bounding_box()
+    assert box["y"] + box["height"] <= 844 and info["y"] < 844, (box, info)  # on screen while running
     page.screenshot(path=str(SHOTS / "phone-running.png"))
     expect(progress).to_contain_text("100 %", timeout=RUN_TIMEOUT_MS)
     expect(page.locator("#result-area")).to_be_visible()
@@ -313,9 +314,14 @@ def test_the_studio_on_a_phone(app, browser, tmp_path):
     page.locator("#batch-folder textarea").fill("holiday")
     page.locator("#upscale-all").click()
     expect(page.locator("#batch-summary textarea")).to_have_value(re.compile("holiday_"), timeout=RUN_TIMEOUT_MS)
-    # The table scrolls sideways instead of cutting off its last columns.
-    scroll = page.locator("#batch-table").evaluate(
-        "e => [...e.querySelectorAll('*')].some(n => ['auto', 'scroll'].includes(getComputedStyle(n).overflowX))")
-    assert scroll
+    # The table scrolls sideways instead of cutting off its last columns: scrolled, NIQE is on screen.
+    scrolled = page.locator("#batch-table").evaluate("""e => {
+        const wide = [...e.querySelectorAll('*')].find(n => ['auto', 'scroll'].includes(getComputedStyle(n).overflowX)
+                                                          && n.scrollWidth > n.clientWidth);
+        if (wide) wide.scrollLeft = wide.scrollWidth;
+        return Boolean(wide);
+    }""")
+    niqe = page.locator("#batch-table th").filter(has_text="NIQE").first.bounding_box()
+    assert scrolled and niqe["x"] + niqe["width"] <= 390, niqe
     page.screenshot(path=str(SHOTS / "phone-batch.png"), full_page=True)
     page.close()
