@@ -308,6 +308,9 @@ def test_the_tile_line_states_the_chosen_tile_size_and_falls_with_bigger_tiles(c
         assert f"(tile size {tile} px, overlap 8 px)" in planned.text()
         counts.append(planned.tiles[0])
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] == 1
+    # More overlap makes tiles larger (tile size + overlap): a single tile then says why.
+    whole = estimate(160, 160, run_settings(cfg, "realesrgan", tile_size=64, overlap=64))
+    assert whole.tiles == (1, 1) and "tile size 64 px, overlap 64 px: the whole image fits in one" in whole.text()
 
 
 def test_a_target_width_or_height_sets_the_scale_or_is_refused(page, tmp_path):
@@ -319,6 +322,7 @@ def test_a_target_width_or_height_sets_the_scale_or_is_refused(page, tmp_path):
     assert scale == gr.skip() and refused == {"outscale": "a target width of 1000 px is ×6.25 of this image's "
                                                           "160 px; Scale must be from ×1 to ×4"}
     assert page.scale_for("width", 400, None, refused) == (gr.skip(), {})
+    assert page.scale_for("width", 0, image, refused) == (gr.skip(), {})
 
 
 def test_no_status_outlives_a_run_that_fails_unexpectedly(page, cfg, tmp_path, monkeypatch):

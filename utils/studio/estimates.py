@@ -57,6 +57,7 @@ class Estimate:
     chosen_tile: int = 0           # the tile size the user chose (or the model's default), input pixels
     overlap: Optional[int] = None  # context pixels per side; None: patches overlap by half (InvSR)
     measured: bool = False         # the time comes from a timed run on this machine
+    whole: bool = False            # one tile although the image is larger than the tile size
 
     def tiles_text(self) -> str:
         """"≈ 4 tiles (tile size 64 px, overlap 8 px)": the tile size as the user chose it."""
@@ -64,7 +65,9 @@ class Estimate:
         count = f"{low}" if low == high else f"{low}–{high}"
         noun = "tile" if high == 1 else "tiles"
         overlap = "patches overlapping by half" if self.overlap is None else f"overlap {self.overlap} px"
-        return f"≈ {count} {noun} (tile size {self.chosen_tile} px, {overlap})"
+        # Tiles are at most the tile size plus the overlap: more overlap can mean fewer, larger tiles.
+        whole = ": the whole image fits in one with its overlap" if self.whole else ""
+        return f"≈ {count} {noun} (tile size {self.chosen_tile} px, {overlap}{whole})"
 
     def text(self) -> str:
         low, high = (self.seconds * f for f in (MEASURED_RANGE if self.measured else UNMEASURED_RANGE))
@@ -126,4 +129,6 @@ def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
     else:
         tiles, size = [len(grid)] * 2, (grid.height, grid.width)
     seconds = seconds_per_pixel * size[0] * size[1] * (tiles[0] + tiles[1]) / 2 * PIPELINE_OVERHEAD
-    return Estimate((tiles[0], tiles[1]), size, seconds, settings.tile_size, settings.tile_margin, timed is not None)
+    whole = tiles[1] == 1 and settings.tile_size < max(h, w)
+    return Estimate((tiles[0], tiles[1]), size, seconds, settings.tile_size, settings.tile_margin, timed is not None,
+                    whole)

@@ -280,7 +280,7 @@ class Page:
         """(the Scale for a target width or height of the input, the refusals): the factor that gives
         ``value`` pixels, refused when it is not from ×1 to ×4."""
         refused = {k: v for k, v in (refused or {}).items() if k != "outscale"}
-        if value is None or not image:
+        if not value or not image:  # the box emptied (0 on the page): the Scale stays as it is
             return gr.skip(), refused
         width, height = image_size(image)
         have = width if side == "width" else height
@@ -471,8 +471,9 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                 preset_note = gr.Markdown(elem_id="preset-note")
                 settings, model_note, estimate = settings_panel(defaults)
                 with gr.Row():
-                    targets = {side: gr.Number(None, precision=0, minimum=1, label=f"…or a target {side} (px)",
-                                               info="sets the Scale for this input", elem_id=f"target-{side}")
+                    targets = {side: gr.Number(None, precision=0, label=f"…or a target {side} (px)",
+                                               info="sets the Scale for this input (empty or 0: unused)",
+                                               elem_id=f"target-{side}")
                                for side in ("width", "height")}
                 lines, details = models_markdown(backend_status(cfg))
                 gr.Markdown("**Models on this machine**\n\n" + lines, elem_id="models")
