@@ -259,12 +259,16 @@ def test_the_history_survives_a_reload_while_its_files_exist(page, cfg, tmp_path
 
 def test_a_value_typed_out_of_range_is_refused_in_the_controls_words(page, cfg, tmp_path):
     refused = page.typed("tile_size", 10, {})
-    assert refused == {"tile_size": "Tile size must be from 16 to 1024 px (got 10)"}
-    text, _ = page.review(None, refused, **vars(Settings.defaults(cfg, "span")))
+    assert refused == {"tile_size": ("Tile size must be from 16 to 1024 px (got 10)", 16)}
+    clamped = vars(Settings.defaults(cfg, "span").replace(tile_size=16))  # what the browser makes of it
+    text, _ = page.review(None, refused, **clamped)
     assert text == "⚠ Tile size must be from 16 to 1024 px (got 10)"
     Image.new("RGB", (16, 12)).save(tmp_path / "a.png")
-    out = run_page(page, tmp_path / "a.png", [], refused=refused, **vars(Settings.defaults(cfg, "bicubic")))
+    out = run_page(page, tmp_path / "a.png", [], refused=refused, **{**clamped, "backend": "bicubic"})
     assert out["info"] == "⚠ Tile size must be from 16 to 1024 px (got 10)" and out["download"] == gr.skip()
+    # Another value in the box: the refusal no longer stands, even before it is withdrawn.
+    text, _ = page.review(None, refused, **{**clamped, "tile_size": 32})
+    assert not text.startswith("⚠")
     assert page.typed("tile_size", 64, refused) == {}
 
 
@@ -319,8 +323,8 @@ def test_a_target_width_or_height_sets_the_scale_or_is_refused(page, tmp_path):
     assert page.scale_for("width", 400, image, {}) == (2.5, {})
     assert page.scale_for("height", 90, image, {"outscale": "old"}) == (1.0, {})
     scale, refused = page.scale_for("width", 1000, image, {})
-    assert scale == gr.skip() and refused == {"outscale": "a target width of 1000 px is ×6.25 of this image's "
-                                                          "160 px; Scale must be from ×1 to ×4"}
+    assert scale == gr.skip() and refused == {"outscale": ("a target width of 1000 px is ×6.25 of this image's "
+                                                           "160 px; Scale must be from ×1 to ×4", None)}
     assert page.scale_for("width", 400, None, refused) == (gr.skip(), {})
     assert page.scale_for("width", 0, image, refused) == (gr.skip(), {})
 

@@ -256,8 +256,9 @@ class Page:
     def review(self, image, refused, tab: str = "single", **values) -> tuple[str, dict]:
         """(what the run will cost, or why it cannot run; the settings to save in the browser). On the
         Batch tab the cost is per image, for an image of the size the estimates assume."""
-        if refused:
-            return "⚠ " + "; ".join(refused.values()), values
+        standing = self.standing(refused, values)
+        if standing:
+            return "⚠ " + "; ".join(standing), values
         batch = tab == "batch"
         try:
             text = self.studio.estimate(None if batch else image, self.settings(values))
@@ -267,14 +268,24 @@ class Page:
 
     def typed(self, key: str, value, refused: dict) -> dict:
         """A value typed into a number box: the browser clamps one out of range when the box loses focus,
-        so it is noted here and refused (with the control's words) until the control gets a valid value."""
+        so it is noted here, (message, the clamped value), and refused in the control's words while the
+        control shows the clamped value."""
         control = self.controls[key]
         refused = {k: v for k, v in (refused or {}).items() if k != key}
         if value is not None and not control.minimum <= value <= control.maximum:
             unit = f" {UNITS[key]}" if key in UNITS else ""
+            clamped = control.minimum if value < control.minimum else control.maximum
             refused[key] = (f"{LABELS[key]} must be from {control.minimum:g} to {control.maximum:g}{unit} "
-                            f"(got {value:g})")
+                            f"(got {value:g})", clamped)
         return refused
+
+    @staticmethod
+    def standing(refused: dict, values: dict) -> list[str]:
+        """The refusals that still stand: a clamped value's while its control shows the clamped value
+        (events race: another value may be in place before the refusal is withdrawn), others until
+        withdrawn."""
+        return [message for key, (message, clamped) in (refused or {}).items()
+                if clamped is None or values.get(key) == clamped]
 
     def scale_for(self, side: str, value, image, refused: dict):
         """(the Scale for a target width or height of the input, the refusals): the factor that gives
@@ -287,7 +298,7 @@ class Page:
         factor = value / have
         if not 1 <= factor <= 4:
             refused["outscale"] = (f"a target {side} of {value:g} px is ×{factor:.2f} of this image's {have} px; "
-                                   f"{LABELS['outscale']} must be from ×1 to ×4")
+                                   f"{LABELS['outscale']} must be from ×1 to ×4", None)
             return gr.skip(), refused
         return factor, refused
 
@@ -306,8 +317,9 @@ class Page:
         """Upscale for the page, its progress line redrawn every second: a refused or failed run leaves
         the result on screen and its message in the info line; a finished one joins the history and
         says 100 % together with its result."""
-        if refused:
-            yield self.single(info="⚠ " + "; ".join(refused.values()), progress="")
+        standing = self.standing(refused, values)
+        if standing:
+            yield self.single(info="⚠ " + "; ".join(standing), progress="")
             return
         line = ProgressLine()
         work = partial(self.studio.run_single, image, request, line, **self.settings(values))
@@ -385,8 +397,9 @@ class Page:
 
     def run_batch(self, files, folder, overwrite, refused, request: gr.Request, **values):
         """(table, zip, summary, progress line): the batch with its line redrawn every second."""
-        if refused:
-            yield gr.skip(), gr.skip(), "⚠ " + "; ".join(refused.values()), ""
+        standing = self.standing(refused, values)
+        if standing:
+            yield gr.skip(), gr.skip(), "⚠ " + "; ".join(standing), ""
             return
         line = ProgressLine()
         work = partial(self.studio.run_batch, files, folder, overwrite, request, line, **self.settings(values))
