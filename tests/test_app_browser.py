@@ -118,6 +118,8 @@ def watch_run(page, shot: Path = None) -> tuple[list[str], str]:
         time.sleep(0.2)
     if progress_text(page) != seen[-1]:
         seen.append(progress_text(page))
+        if "100 %" in seen[-1]:  # shown in the moment the run ended: read with it
+            info_at_100 = page.locator("#run-info textarea").input_value()
     return seen, info_at_100
 
 
