@@ -45,7 +45,7 @@ def test_folder_files_join_the_picker_with_what_they_are(studio, cfg):
     assert page.picked_backend("custom:2x-mine.safetensors")[:2] == [SPECS["custom"].tile_size, 22]  # SPAN's margin
     text = studio.estimate(None, vars(Settings.defaults(cfg, "realesrgan").replace(
         backend="custom:2x-mine.safetensors", outscale=2, overlap=None, tile_size=None).applicable()))
-    assert text.startswith("≈ 4 tiles of 280×280 px")  # 448-px cores + 2 × 22 + 4: two tiles each way
+    assert text.startswith("≈ 4 tiles (tile size 448 px, overlap 22 px)")  # SPAN's margin, from the file
 
 
 def test_only_plain_names_inside_the_folder(studio, tmp_path):
