@@ -68,3 +68,14 @@ def test_upload_refused_when_off(studio, tmp_path):
     with pytest.raises(gr.Error, match="model upload is off on this server"):
         studio.add_model(str(save_model(random_model("Compact"), tmp_path / "m.pth")))
     assert list(studio.models_dir.iterdir()) == []
+
+
+def test_a_page_load_lists_a_file_dropped_in_since(studio, cfg):
+    with gr.Blocks():
+        controls, _, _ = settings_panel(Settings.defaults(cfg, "realesrgan"), list_models(studio.models_dir))
+    page = Page(studio, controls)
+    save_model(random_model("Compact"), studio.models_dir / "new.pth")
+    *values, listing = page.load_settings(None)
+    picker = values[page.keys.index("backend")]
+    assert ("custom:new.pth" in [value for _, value in picker["choices"]]) and picker["value"] == "realesrgan"
+    assert "**new.pth**: RealESRGAN Compact ×2" in listing

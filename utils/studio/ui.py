@@ -238,10 +238,21 @@ class Page:
             restored = restored.replace(backend=self.defaults.backend)
         return self.values(restored)
 
-    def user_models_view(self) -> list:
-        """The picker's choices and the "Your models" list, read from the models folder now."""
+    def user_models_view(self, backend=None) -> list:
+        """The picker (its choices, and ``backend`` chosen when given) and the "Your models" list, read from
+        the models folder now."""
         models = list_models(self.studio.models_dir)
-        return [gr.update(choices=backend_choices(models)), user_models_markdown(self.studio.models_dir, models)]
+        chosen = {} if backend is None else {"value": backend}
+        return [gr.update(choices=backend_choices(models), **chosen), user_models_markdown(self.studio.models_dir,
+                                                                                           models)]
+
+    def load_settings(self, saved) -> list:
+        """On page load, in one update (so no control's change races another): :meth:`restore`'s values,
+        the picker listing the models folder as it is now, and the "Your models" list."""
+        values = self.restore(saved)
+        index = self.keys.index("backend")
+        values[index], models_list = self.user_models_view(values[index])
+        return values + [models_list]
 
     def add_model(self, file) -> list:
         """An uploaded model file: stored and listed, or the reason in the list's place; the upload box
@@ -561,8 +572,7 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
               [estimate, saved], inputs_kwargs=settings, trigger_mode="always_last", **quick)
         # On load the saved backend may equal the default, which fires no change: apply its view anyway.
         # A file dropped into the models folder is listed on the next page load.
-        demo.load(page.user_models_view, None, [settings["backend"], user_list], **quick) \
-            .then(page.restore, saved, controls, **quick) \
+        demo.load(page.load_settings, saved, [*controls, user_list], **quick) \
             .then(page.backend_view, settings["backend"], backend_view, **quick)
         demo.load(page.restore_runs, saved_runs, [runs, history_box], **quick)
         for i, button in enumerate(preset_buttons):
