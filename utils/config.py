@@ -153,6 +153,12 @@ def general_problems(cfg: DictConfig) -> list[str]:
     low, high = OUTSCALE_RANGE
     need(_is_number(cfg.outscale) and low <= cfg.outscale <= high,
          f"outscale must be between {low:g} and {high:g} (got {cfg.outscale!r})")
+    for side in ("width", "height"):
+        target = cfg.output[side]
+        need(target is None or (_is_int(target) and target > 0),
+             f"output.{side} must be null or a positive number of pixels (got {target!r})")
+    need(cfg.output.width is None or cfg.output.height is None,
+         "give a target width or a target height, not both (the other follows the aspect ratio)")
     need(cfg.output.format in OUTPUT_FORMATS,
          f"output.format must be one of {', '.join(OUTPUT_FORMATS)} (got {cfg.output.format!r})")
     need(_is_int(cfg.output.quality) and 1 <= cfg.output.quality <= 100,
