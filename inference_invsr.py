@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chopping_bs", type=int, default=None,
                    help=f"tiles per model call (default {cfg.basesr.chopping.extra_bs})")
     p.add_argument("--color_fix", choices=COLOR_FIX_METHODS, default=None, help=f"default {cfg.color_fix}")
-    p.add_argument("--outscale", type=float, default=None, help=f"final scale 1-4 (default {cfg.outscale:g})")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--outscale", type=float, default=None, help=f"final scale 1-4 (default {cfg.outscale:g})")
+    size.add_argument("--width", type=int, default=None,
+                      help="final width in pixels instead of a scale (height follows; 1-4× the input's)")
+    size.add_argument("--height", type=int, default=None,
+                      help="final height in pixels instead of a scale (width follows; 1-4× the input's)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help=f"output format when -o is a folder (default {cfg.output.format})")
     p.add_argument("--quality", type=int, default=None, help=f"WebP/JPEG quality 1-100 (default {cfg.output.quality})")

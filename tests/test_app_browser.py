@@ -178,6 +178,8 @@ def test_the_studio_on_a_desktop(app, browser, tmp_path):
     # says 100 % only with the result, while Upscale is disabled and Cancel offered.
     pick(page, "realesrgan")
     expect(number(page, "tile-size")).to_have_value(str(SPECS["realesrgan"].tile_size))  # the model's own
+    # The pick's own updates land first (under load they can trail the slider), then the typed sizes.
+    expect(estimate_line).to_contain_text(f"tile size {SPECS['realesrgan'].tile_size} px")
     type_number(page, "tile-size", 64)
     type_number(page, "overlap", 8)
     expect(estimate_line).to_contain_text("≈ 4 tiles")

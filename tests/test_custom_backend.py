@@ -116,6 +116,8 @@ def test_outscale_may_reach_an_x8_models_scale(tmp_path, cfg):
     assert RunSettings.from_config(custom_cfg(cfg, path, outscale=8), "custom").outscale == 8
     with pytest.raises(ConfigError, match="outscale must be between 1 and 8"):
         RunSettings.from_config(custom_cfg(cfg, path, outscale=9), "custom")
+    by_width = RunSettings.from_config(custom_cfg(cfg, path, **{"output.width": 192}), "custom")
+    assert by_width.for_input(20, 24).outscale == 8  # a target width may ask for ×8 too
 
 
 def test_half_precision_only_where_the_descriptor_allows(tmp_path, cfg, monkeypatch):

@@ -177,3 +177,20 @@ def test_a_weight_flag_of_another_backend_is_refused():
     result = run_cli("-i", "in", "-o", "out", "--backend", "span", "--sd_path", "X")
     assert result.returncode == 2
     assert "--sd_path applies only to invsr, not span" in result.stderr
+
+
+def test_a_target_width_or_height_sets_each_inputs_factor(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, size in (("wide.png", (32, 24)), ("tall.png", (20, 40))):
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(src / name)
+    out = tmp_path / "out"
+    done = run_cli("-i", str(src), "-o", str(out), "--backend", "bicubic", "--width", "80")
+    assert done.returncode == 0, done.stdout
+    assert Image.open(out / "wide.png").size == (80, 60) and Image.open(out / "tall.png").size == (80, 160)
+    too_far = run_cli("-i", str(src / "wide.png"), "-o", str(tmp_path / "far"), "--backend", "bicubic",
+                      "--height", "200")
+    assert too_far.returncode == 1
+    assert "a target height of 200 px is ×8.33 of this 24-px height; the factor must be 1 to 4" in too_far.stdout
+    both = run_cli("-i", str(src), "-o", str(out), "--outscale", "2", "--width", "80")
+    assert both.returncode == 2 and "not allowed with argument" in both.stdout

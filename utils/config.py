@@ -154,6 +154,12 @@ def general_problems(cfg: DictConfig, max_outscale: float = OUTSCALE_RANGE[1]) -
     low, high = OUTSCALE_RANGE[0], max(OUTSCALE_RANGE[1], max_outscale)
     need(_is_number(cfg.outscale) and low <= cfg.outscale <= high,
          f"outscale must be between {low:g} and {high:g} (got {cfg.outscale!r})")
+    for side in ("width", "height"):
+        target = cfg.output[side]
+        need(target is None or (_is_int(target) and target > 0),
+             f"output.{side} must be null or a positive number of pixels (got {target!r})")
+    need(cfg.output.width is None or cfg.output.height is None,
+         "give a target width or a target height, not both (the other follows the aspect ratio)")
     need(cfg.output.format in OUTPUT_FORMATS,
          f"output.format must be one of {', '.join(OUTPUT_FORMATS)} (got {cfg.output.format!r})")
     need(_is_int(cfg.output.quality) and 1 <= cfg.output.quality <= 100,

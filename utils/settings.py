@@ -19,11 +19,11 @@ from typing import Any, Callable, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.config import ConfigError, general_problems, names_list, resolve_timesteps
+from utils.config import OUTSCALE_RANGE, ConfigError, general_problems, names_list, resolve_timesteps
 
 # Settings every backend reads, by flag name. A stage's own parameters (min/max overlap, fusion method)
 # count only while the stage is on: they are read wherever the stage is.
-COMMON_SETTINGS = frozenset({"color_fix", "outscale", "format", "quality", "chopping_bs", "smart_chopping",
+COMMON_SETTINGS = frozenset({"color_fix", "outscale", "width", "height", "format", "quality", "chopping_bs", "smart_chopping",
                              "min_overlap", "max_overlap", "edge_enhancement", "fusion_method"})
 # Attention fusion blends the model's detail with the bicubic upsampling: a no-op for bicubic itself.
 FUSION = frozenset({"attention_fusion"})
@@ -37,7 +37,8 @@ POSTPROCESS_SETTINGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "
 # (:func:`config_key`).
 CONFIG_KEYS = MappingProxyType({
     "num_steps": "num_steps", "timesteps": "timesteps", "chopping_bs": "basesr.chopping.extra_bs",
-    "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "format": "output.format",
+    "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "width": "output.width",
+    "height": "output.height", "format": "output.format",
     "quality": "output.quality", "threads": "threads", "sd_path": "sd_pipe.params.pretrained_model_name_or_path",
     "started_ckpt_path": "model_start.ckpt_path", "denoise": "waifu2x.denoise", "model": "custom.model_path",
     **{key: f"postprocess.{key}" for key in POSTPROCESS_SETTINGS},
@@ -245,6 +246,9 @@ class RunSettings:
     fusion_method: str = field(metadata=_flag("fusion_method"))
     edge_enhancement: float = field(metadata=_flag("edge_enhancement"))  # strength in [0, 1]; 0 = off
     outscale: float = field(metadata=_flag("outscale"))
+    # A target size instead of outscale: :meth:`for_input` turns it into the input's factor.
+    target_width: Optional[int] = field(metadata=_flag("width"))
+    target_height: Optional[int] = field(metadata=_flag("height"))
     output_format: str = field(metadata=_flag("format"))  # when the output path has no extension
     quality: int = field(metadata=_flag("quality"))
     max_input_pixels: int = field(metadata=_flag("max_input_pixels", in_output=False))
@@ -286,6 +290,8 @@ class RunSettings:
             fusion_method=str(pp.fusion_method),
             edge_enhancement=float(pp.edge_enhancement),
             outscale=float(cfg.outscale),
+            target_width=cfg.output.width,
+            target_height=cfg.output.height,
             output_format=str(cfg.output.format),
             quality=int(cfg.output.quality),
             max_input_pixels=int(cfg.limits.max_input_pixels),
@@ -298,9 +304,20 @@ class RunSettings:
         return dataclasses.replace(self, **changes)
 
     def for_input(self, h: int, w: int) -> "RunSettings":
-        """These settings with the tile size the backend uses for an h×w input (the chosen one, else its
-        default for that size)."""
-        return self if self.tile_size is not None else self.replace(tile_size=self.spec.default_tile_size(h, w))
+        """These settings as they apply to an h×w input: the tile size the backend uses (the chosen one,
+        else its default for that size) and the factor a target width or height gives (ConfigError when it
+        is outside 1-4)."""
+        changes = {}
+        if self.tile_size is None:
+            changes["tile_size"] = self.spec.default_tile_size(h, w)
+        for target, side, name in ((self.target_width, w, "width"), (self.target_height, h, "height")):
+            if target is not None:
+                changes["outscale"] = factor = target / side
+                low, high = OUTSCALE_RANGE[0], max(OUTSCALE_RANGE[1], self.spec.scale)  # a ×8 model: up to 8
+                if not low <= factor <= high:
+                    raise ConfigError(f"a target {name} of {target} px is ×{factor:.3g} of this {side}-px {name}; "
+                                      f"the factor must be {low:g} to {high:g}")
+        return self.replace(**changes) if changes else self
 
     def native_scale(self) -> int:
         return self.spec.native_scale(self.outscale)
