@@ -17,6 +17,7 @@ from utils.batch.console import EXIT_USAGE, run_batch_command
 from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, TILE_SIZE_KEY, ConfigError,
                           config_problems, load_config, parse_timesteps, with_overrides)
 from utils.devices import set_threads
+from utils.runtimes.policy import PRECISIONS, RUNTIMES
 from utils.studio.settings import applies_only_to, inapplicable
 
 POSTPROCESS_FLAGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "max_overlap", "attention_fusion",
@@ -25,8 +26,9 @@ POSTPROCESS_FLAGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "max
 FLAG_KEYS = {
     "num_steps": "num_steps", "timesteps": "timesteps", "chopping_bs": "basesr.chopping.extra_bs",
     "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "format": "output.format",
-    "quality": "output.quality", "threads": "threads", "sd_path": "sd_pipe.params.pretrained_model_name_or_path",
-    "started_ckpt_path": "model_start.ckpt_path", **{key: f"postprocess.{key}" for key in POSTPROCESS_FLAGS},
+    "quality": "output.quality", "threads": "threads", "runtime": "runtime", "precision": "precision",
+    "sd_path": "sd_pipe.params.pretrained_model_name_or_path", "started_ckpt_path": "model_start.ckpt_path",
+    **{key: f"postprocess.{key}" for key in POSTPROCESS_FLAGS},
 }
 ENGINES = ("local", "ray")
 EXAMPLES = """examples:
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"output format when -o is a folder (default {cfg.output.format})")
     p.add_argument("--quality", type=int, default=None, help=f"WebP/JPEG quality 1-100 (default {cfg.output.quality})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help=f"engine that runs the model (default {cfg.runtime}: the fastest measured for the backend "
+                        "on this kind of CPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help=f"default {cfg.precision}: bfloat16 where the CPU computes it natively, else float32 "
+                        "(float16 on CUDA)")
     invsr = p.add_argument_group("InvSR only")
     invsr.add_argument("--num_steps", type=int, choices=range(1, MAX_STEPS + 1), default=None,
                        help=f"sampling steps (default {cfg.num_steps}; replaces the config's timesteps with the "

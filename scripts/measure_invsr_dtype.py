@@ -2,7 +2,7 @@
 
 The official weights cannot be had offline, but the cost of a forward pass does not depend on the
 weight values: the models are built from SD-Turbo's architecture with random weights and placed by
-``utils.backends.invsr.diffusion.place_models``, exactly as inference places the real ones. One
+``utils.backends.invsr.placement.place_models``, exactly as inference places the real ones. One
 128×128 LR patch (512×512 out), one diffusion step, the runs of both dtypes interleaved so that each
 ratio sees the same background load. Also reports how far bf16's patch is from float32's.
 
@@ -22,8 +22,9 @@ import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
-from utils.backends.invsr.diffusion import (  # noqa: E402
-    POSITIVE_PROMPT, InvSRModels, place_models, sample_patches, upsample_lr)
+from utils.backends.invsr.models import InvSRModels  # noqa: E402
+from utils.backends.invsr.placement import place_models  # noqa: E402
+from utils.backends.invsr.sampling import POSITIVE_PROMPT, sample_patches, upsample_lr  # noqa: E402
 from utils.backends.invsr.noise_predictor import NoisePredictor  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
 from utils.devices import cpu_has_fast_bf16, set_threads  # noqa: E402

@@ -38,7 +38,7 @@ def test_outputs_have_the_native_shape_and_range(cfg, butterfly, name):
         up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
         assert (sr - up).abs().mean() < 0.05  # the same picture, not noise
     assert backend.device == "cpu"
-    assert backend.identity["engine"] == "ncnn" and backend.identity["dtype"] == "float32"
+    assert backend.identity["runtime"] == "ncnn" and backend.identity["precision"] == "float32"
 
 
 @pytest.mark.parametrize("name,scale,gain", [("span", 4, 1.0), ("span", 2, 1.0), ("waifu2x", 2, 1.0)])

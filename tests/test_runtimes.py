@@ -42,7 +42,7 @@ def test_explicit_choices_are_kept():
 
 
 @pytest.mark.parametrize("backend,runtime,precision,caps,words", [
-    ("realesrgan", "ncnn", "bfloat16", AVX512_BF16, "realesrgan on ncnn runs float32, not bfloat16"),
+    ("realesrgan", "ncnn", "bfloat16", AVX512_BF16, "precision bfloat16: realesrgan on ncnn runs float32 only"),
     ("span", "openvino", "auto", AVX512_BF16, "runtime openvino cannot run span; it runs on ncnn"),
     ("invsr", "ncnn", "auto", AVX512_BF16, "runtime ncnn cannot run invsr"),
     ("invsr", "openvino", "bfloat16", AVX2_ONLY, "needs a CPU whose OpenVINO plugin lists BF16"),

@@ -134,7 +134,7 @@ def test_realesrgan_x4plus_64px_tiles_reach_45db(cfg, baboon):
     """x4plus's receptive field is far wider than any margin; 40 px of context still keep 64-px tiles
     within 45 dB of one whole-image forward (the old 32-px-overlap Gaussian grid: ~30 dB)."""
     lr = to_tensor(baboon[200:352, 200:352])  # 152², the smallest image that takes 2×2 such tiles
-    value, tiles = tiled_vs_whole(cfg, "realesrgan", lr, 64, **{"realesrgan.engine": "ncnn"})
+    value, tiles = tiled_vs_whole(cfg, "realesrgan", lr, 64, **{"runtime": "ncnn"})
     assert tiles == 4 and value >= 45
 
 

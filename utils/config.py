@@ -44,9 +44,9 @@ TILE_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.
                  "waifu2x": "waifu2x.tile_size", "bicubic": "bicubic.tile_size"}
 # Config sections of the convolutional (context-tiled) backends, named like the backends.
 TILED_SECTIONS = ("realesrgan", "span", "realesrgan-anime", "waifu2x", "bicubic")
-REALESRGAN_ENGINES = ("auto", "torch", "ncnn")
-REALESRGAN_DTYPES = (None, "float32", "bfloat16", "float16")
-INVSR_DTYPES = ("auto", "float32", "bfloat16", "float16")  # a "torch." prefix is accepted
+# Keys of older configs and the settings that replaced them; a config that still has one is refused.
+REPLACED_KEYS = {"realesrgan.engine": "runtime", "realesrgan.dtype": "precision",
+                 "sd_pipe.params.torch_dtype": "precision"}
 WAIFU2X_DENOISE_LEVELS = (-1, 0, 1, 2, 3)  # -1: no denoising
 
 
@@ -153,12 +153,7 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
         need(_is_int(tile) and tile >= 16, f"{section}.tile_size must be an integer ≥ 16 (got {tile!r})")
         need(margin is None or (_is_int(margin) and margin >= 0),
              f"{section}.tile_margin must be null (the model's default) or an integer ≥ 0 (got {margin!r})")
-    dtype = str(cfg.sd_pipe.params.get("torch_dtype") or "auto").removeprefix("torch.")
-    need(dtype in INVSR_DTYPES, f"sd_pipe.params.torch_dtype must be one of {', '.join(INVSR_DTYPES)} (got {dtype!r})")
-    need(cfg.realesrgan.engine in REALESRGAN_ENGINES,
-         f"realesrgan.engine must be one of {', '.join(REALESRGAN_ENGINES)} (got {cfg.realesrgan.engine!r})")
-    need(cfg.realesrgan.dtype in REALESRGAN_DTYPES,
-         f"realesrgan.dtype must be null or one of float32, bfloat16, float16 (got {cfg.realesrgan.dtype!r})")
+    problems += runtime_problems(cfg, backend)
     need(_is_int(cfg.waifu2x.denoise) and cfg.waifu2x.denoise in WAIFU2X_DENOISE_LEVELS,
          f"waifu2x.denoise must be -1 (off), 0, 1, 2 or 3 (got {cfg.waifu2x.denoise!r})")
     need((cfg.color_fix or "none") in COLOR_FIX_METHODS,
@@ -184,6 +179,27 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     if backend is not None:
         problems += [f"{stage.replace('_', ' ')} applies only to {names_list(names)}, not {backend}"
                      for stage, names in STAGE_BACKENDS.items() if pp[stage] and backend not in names]
+    return problems
+
+
+def runtime_setting(cfg: DictConfig) -> tuple[str, str]:
+    """(runtime, precision) as the config sets them (``auto`` when a config predates them)."""
+    return str(cfg.get("runtime") or "auto"), str(cfg.get("precision") or "auto")
+
+
+def runtime_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]:
+    """Replaced keys, bad runtime/precision values, and with ``backend`` a combination that cannot run it here."""
+    from utils.runtimes.policy import RuntimeRefused, check_values, choose
+
+    problems = [f"{old} was replaced by the top-level {new}: remove it from the config and set {new} instead"
+                for old, new in REPLACED_KEYS.items() if OmegaConf.select(cfg, old, default=_MISSING) is not _MISSING]
+    runtime, precision = runtime_setting(cfg)
+    problems += check_values(runtime, precision)
+    if not problems and backend is not None:
+        try:
+            choose(backend, runtime, precision)
+        except RuntimeRefused as exc:
+            problems.append(str(exc))
     return problems
 
 

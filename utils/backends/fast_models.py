@@ -71,7 +71,7 @@ class PackagedNcnnBackend(TiledBackend):
 
     @property
     def identity(self) -> dict:
-        return {"backend": self.name, "model": "+".join(self.nets), "engine": "ncnn", "dtype": "float32"}
+        return {"backend": self.name, "model": "+".join(self.nets), "runtime": "ncnn", "precision": "float32"}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         for stem in self.chains[scale]:

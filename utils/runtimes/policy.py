@@ -139,7 +139,7 @@ def choose(backend: str, runtime: str = "auto", precision: str = "auto", machine
         precision = auto_precision(runtime, device, machine)
     allowed = supported[runtime]
     if precision not in allowed:
-        raise RuntimeRefused(f"{backend} on {runtime} runs {' or '.join(allowed)}, not {precision}")
+        raise RuntimeRefused(f"precision {precision}: {backend} on {runtime} runs {' or '.join(allowed)} only")
     if runtime == "openvino" and precision in OV_PRECISION_CAPABILITY:
         capability = OV_PRECISION_CAPABILITY[precision]
         if capability not in machine.ov_capabilities():

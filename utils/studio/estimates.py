@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.backends import BACKENDS
-from utils.backends.invsr.diffusion import patch_size
+from utils.backends.invsr.sampling import patch_size
 from utils.pipeline.settings import RunSettings
 from utils.tiling.chopping import FEATHER, PatchGrid, context_grid
 

@@ -8,33 +8,35 @@ import torch
 from omegaconf import DictConfig
 
 from utils.backends.base import Availability, Backend, BackendUnavailable
-from utils.backends.invsr import diffusion
+from utils.backends.invsr import sampling
+from utils.backends.invsr.models import load_models, predictor_params, vae_tiling
+from utils.backends.invsr.precision import runtime_choice, torch_dtype
 from utils.backends.invsr.weights import WeightsNotFound, resolve_weights
-from utils.devices import pick_device
 from utils.tiling.chopping import ProgressFn
 
 
 def _model_spec(cfg: DictConfig) -> tuple:
-    """(weights, noise-predictor params, device, dtype, VAE tiling): everything that loading depends on."""
+    """(weights, noise-predictor params, runtime choice, VAE tiling): everything that loading depends on."""
     try:
         weights = resolve_weights(cfg)
     except WeightsNotFound as exc:
         raise BackendUnavailable(str(exc)) from exc
-    device = pick_device()
-    try:
-        dtype = diffusion.model_dtype(cfg, device)
-    except ValueError as exc:
-        raise BackendUnavailable(f"sd_pipe.params.torch_dtype: {exc}") from exc
-    return weights, diffusion.predictor_params(cfg), device, dtype, diffusion.vae_tiling(cfg, device)
+    choice = runtime_choice(cfg)
+    return weights, predictor_params(cfg), choice, vae_tiling(cfg, torch.device(choice.device))
 
 
 class InvSRBackend(Backend):
     name = "invsr"
 
     def __init__(self, cfg: DictConfig):
-        spec = _model_spec(cfg)
-        self.weights = spec[0]
-        self.models = diffusion.load_models(*spec)
+        self.weights, params, self.choice, tiling = _model_spec(cfg)
+        if self.choice.runtime == "openvino":
+            from utils.backends.invsr.openvino_models import load_openvino_models
+
+            self.models = load_openvino_models(self.weights, params, self.choice.precision)
+        else:
+            self.models = load_models(self.weights, params, torch.device(self.choice.device),
+                                      torch_dtype(self.choice), tiling)
 
     @classmethod
     def availability(cls, cfg: DictConfig) -> Availability:
@@ -46,9 +48,8 @@ class InvSRBackend(Backend):
 
     @classmethod
     def model_key(cls, cfg: DictConfig):
-        weights, params, device, dtype, tiling = _model_spec(cfg)
-        return (str(weights.sd_dir), str(weights.noise_predictor), json.dumps(params, sort_keys=True),
-                str(device), str(dtype), tiling)
+        weights, params, choice, tiling = _model_spec(cfg)
+        return (str(weights.sd_dir), str(weights.noise_predictor), json.dumps(params, sort_keys=True), choice, tiling)
 
     @property
     def device(self) -> str:
@@ -57,7 +58,7 @@ class InvSRBackend(Backend):
     @property
     def identity(self) -> dict:
         return {"backend": self.name, "model": f"{self.weights.sd_dir.name}+{self.weights.noise_predictor.name}",
-                "dtype": str(self.models.dtype).removeprefix("torch.")}
+                "runtime": self.choice.runtime, "precision": self.choice.precision}
 
     def upscale(self, lr: torch.Tensor, settings, progress: Optional[ProgressFn] = None) -> torch.Tensor:
-        return diffusion.upscale(self.models, lr, settings, progress)
+        return sampling.upscale(self.models, lr, settings, progress)
