@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -98,7 +99,9 @@ def convert(conversion: Conversion, xml: Path) -> float:
 
     start = time.perf_counter()
     module, example, shapes = conversion.build()
-    with torch.no_grad():
+    # Tracing warns about every shape check it freezes (diffusers has many): nothing a user can act on.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         model = ov.convert_model(module, example_input=example, input=[list(s) for s in shapes])
     del module  # the torch weights are not needed once converted: free them before compiling
     gc.collect()
@@ -107,6 +110,7 @@ def convert(conversion: Conversion, xml: Path) -> float:
     try:
         ov.save_model(model, str(staging / xml.name), compress_to_fp16=False)
         del model
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the IR from other users of a shared install
         try:
             staging.rename(xml.parent)
         except OSError:  # another process saved the same IR first: keep theirs
