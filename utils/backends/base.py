@@ -93,6 +93,12 @@ class Backend(ABC):
         """What made an output, besides the settings: recorded beside every result for resuming."""
         return {"backend": self.name}
 
+    @property
+    def runtime(self) -> str:
+        """What runs the model and in which precision, for display ("openvino bfloat16"); "" if unnamed."""
+        made = self.identity
+        return f"{made['runtime']} {made['precision']}" if "runtime" in made else ""
+
     @abstractmethod
     def upscale(self, lr: torch.Tensor, settings: "RunSettings",
                 progress: Optional[ProgressFn] = None) -> torch.Tensor:
