@@ -46,11 +46,10 @@ def variants(backend: str) -> list[tuple[str, str]]:
     for runtime, precisions in RUNTIME_SUPPORT[backend].items():
         for precision in precisions:
             try:
-                choice = choose(backend, runtime, precision)
+                choose(backend, runtime, precision)
             except RuntimeRefused:
                 continue
-            if choice.device == "cpu" or runtime != "ncnn":
-                pairs.append((runtime, precision))
+            pairs.append((runtime, precision))
     return sorted(pairs, key=lambda p: (p != ("ncnn", "float32"), p != ("torch", "float32")))
 
 
