@@ -27,7 +27,7 @@ from PIL import Image
 from utils.backends.ncnn_net import load_net
 from utils.backends.rrdbnet import packaged_model_files
 from utils.config import PROJECT_ROOT
-from utils.devices import set_threads
+from utils.devices import set_threads, thread_count
 from utils.evaluation.benchmark import source_image
 
 PER_IMAGE = re.compile(r"([0-9.]+) s per image")
@@ -52,18 +52,27 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sd_path")
     p.add_argument("--started_ckpt_path")
+    p.add_argument("--skip-realesrgan", action="store_true", help="only the InvSR figures")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="srtargets-"))
     src256, src128 = tmp / "in256.png", tmp / "in128.png"
     Image.fromarray(source_image(256)).save(src256)
     Image.fromarray(source_image(128)).save(src128)
 
-    net = load_net(*packaged_model_files(), set_threads())
+    set_threads()
+    if not args.skip_realesrgan:
+        measure_realesrgan(src256, tmp, args.repeats)
+    if args.sd_path and args.started_ckpt_path:
+        measure_invsr(src128, tmp, args.repeats, args.sd_path, args.started_ckpt_path)
+
+
+def measure_realesrgan(src256: Path, tmp: Path, repeats: int) -> None:
+    net = load_net(*packaged_model_files(), thread_count())
     chw = np.ascontiguousarray(source_image(256).transpose(2, 0, 1), np.float32) / 255
     net(chw)  # warm-up
     esrgan = {"cli auto": [], "direct ncnn": []}
     cli_seconds(src256, tmp / "auto.png", "--backend", "realesrgan", "--runtime", "auto")  # IR in the cache
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         esrgan["cli auto"].append(cli_seconds(src256, tmp / "auto.png", "--backend", "realesrgan"))
         start = time.perf_counter()
         net(chw)
@@ -74,13 +83,13 @@ def main() -> None:
           f"{ncnn:.2f} s (runs {[round(s, 2) for s in esrgan['direct ncnn']]}): {auto / ncnn:.2f}×; "
           f"{psnr(tmp / 'auto.png', tmp / 'ncnn.png'):.1f} dB from the CLI's ncnn output", flush=True)
 
-    if not (args.sd_path and args.started_ckpt_path):
-        return
-    weights = ["--backend", "invsr", "--sd_path", args.sd_path, "--started_ckpt_path", args.started_ckpt_path]
+
+def measure_invsr(src128: Path, tmp: Path, repeats: int, sd_path: str, ckpt: str) -> None:
+    weights = ["--backend", "invsr", "--sd_path", sd_path, "--started_ckpt_path", ckpt]
     variants = {"auto": ["--runtime", "auto"], "torch float32": ["--runtime", "torch", "--precision", "float32"]}
     cli_seconds(src128, tmp / "warm.png", *weights, *variants["auto"])  # conversions, if any, stay out
     invsr = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, extra in variants.items():
             invsr[name].append(cli_seconds(src128, tmp / f"invsr_{name.split()[0]}.png", *weights, *extra))
     a, t = statistics.median(invsr["auto"]), statistics.median(invsr["torch float32"])
