@@ -10,26 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 from utils.backends import BACKEND_CHOICES, BackendUnavailable, resolve_backend_name
 from utils.batch.console import EXIT_USAGE, run_batch_command
-from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, TILE_SIZE_KEY, ConfigError,
-                          config_problems, load_config, parse_timesteps, with_overrides)
+from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, PRECISIONS, RUNTIMES,
+                          ConfigError, load_config, parse_timesteps, with_overrides)
 from utils.devices import set_threads
-from utils.runtimes.policy import PRECISIONS, RUNTIMES
-from utils.studio.settings import applies_only_to, inapplicable
-
-POSTPROCESS_FLAGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "max_overlap", "attention_fusion",
-                     "fusion_method", "edge_enhancement", "adaptive_guidance")
-# Flag -> the config key it sets; --tile_size, --overlap and --denoise set a key of the chosen backend.
-FLAG_KEYS = {
-    "num_steps": "num_steps", "timesteps": "timesteps", "chopping_bs": "basesr.chopping.extra_bs",
-    "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "format": "output.format",
-    "quality": "output.quality", "threads": "threads", "runtime": "runtime", "precision": "precision",
-    "sd_path": "sd_pipe.params.pretrained_model_name_or_path", "started_ckpt_path": "model_start.ckpt_path",
-    **{key: f"postprocess.{key}" for key in POSTPROCESS_FLAGS},
-}
+from utils.settings import SPECS, config_key, config_problems, unread_message, unread_settings
 ENGINES = ("local", "ray")
 EXAMPLES = """examples:
   %(prog)s -i photo.jpg -o out/                                   one file, the default backend
@@ -53,7 +40,7 @@ def timesteps_type(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     cfg = load_config()  # the defaults shown in --help
     pp = cfg.postprocess
-    tiles = ", ".join(f"{name} {OmegaConf.select(cfg, key)}" for name, key in TILE_SIZE_KEY.items())
+    tiles = ", ".join(f"{name} {spec.tile_size}" for name, spec in SPECS.items())
     p = argparse.ArgumentParser(description="Image super-resolution (×2-×4): InvSR, Real-ESRGAN, SPAN, "
                                             "waifu2x or bicubic.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default: {cfg.backend} (invsr when its weights are available, else realesrgan)")
     p.add_argument("--cfg_path", default=None, help="OmegaConf YAML (default configs/sample-sd-turbo.yaml)")
     p.add_argument("--tile_size", "--chopping_size", type=int, default=None,
-                   help=f"tile (patch) size in input pixels; default per backend: {tiles}")
+                   help=f"tile (patch) size in input pixels; default per backend: {tiles} (invsr: 256 from "
+                        "512² inputs up)")
     p.add_argument("--overlap", type=int, default=None,
                    help="context pixels each tile reads past its edge (all but invsr, whose patches overlap by "
                         "half); default: the model's own")
@@ -121,20 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def user_overrides(args: argparse.Namespace) -> dict:
-    """Config overrides for what the user set on the command line (a flag always wins over the YAML)."""
-    overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
-    if args.backend is not None:
-        overrides["backend"] = args.backend
+def given_flags(args: argparse.Namespace, backend: str) -> dict[str, str]:
+    """Flag -> config key, for the settings the user set on the command line."""
+    return {flag: key for flag in vars(args)
+            if getattr(args, flag) is not None and (key := config_key(flag, backend)) is not None}
+
+
+def user_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    """Config overrides for the given ``flags`` (a flag always wins over the YAML)."""
+    overrides = {key: getattr(args, flag) for flag, key in flags.items()}
     if args.num_steps is not None and args.timesteps is None:
         overrides["timesteps"] = None  # --num_steps picks the default list, replacing the YAML's timesteps
     return overrides
-
-
-def backend_keys(args: argparse.Namespace, backend: str) -> dict:
-    """Flag -> config key for the flags that set a key of the chosen backend."""
-    keys = {"tile_size": TILE_SIZE_KEY[backend], "overlap": f"{backend}.tile_margin", "denoise": "waifu2x.denoise"}
-    return {flag: key for flag, key in keys.items() if getattr(args, flag) is not None}
 
 
 def flag_problems(problems: list[str], flags: dict[str, str]) -> list[str]:
@@ -154,9 +140,16 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cfg = with_overrides(load_config(args.cfg_path), user_overrides(args))
-        # An explicit backend is taken as named (the batch run says if it cannot run, or fetches InvSR's weights).
-        backend = cfg.backend if cfg.backend in TILE_SIZE_KEY else resolve_backend_name(cfg)[0]
+        cfg = load_config(args.cfg_path)
+        if args.backend is not None:
+            cfg = with_overrides(cfg, {"backend": args.backend})
+        # An explicit backend is taken as named (the batch run says if it cannot run, or fetches InvSR's
+        # weights); auto is resolved with the user's weight paths.
+        if cfg.backend in SPECS:
+            backend = cfg.backend
+        else:
+            weights = {f: k for f, k in given_flags(args, "invsr").items() if f in ("sd_path", "started_ckpt_path")}
+            backend = resolve_backend_name(with_overrides(cfg, user_overrides(args, weights)))[0]
     except (ConfigError, KeyError, FileNotFoundError, BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -166,16 +159,19 @@ def main(argv=None) -> int:
                 parser.error(f"{flag} applies only to --engine ray")
     if args.workers is not None and args.workers < 1:
         parser.error(f"argument --workers: must be at least 1 (got {args.workers})")
-    refused = inapplicable(vars(args), backend)
+    refused = unread_settings(vars(args), backend)
     if refused:
         chosen = "" if cfg.backend == backend else f" (--backend {cfg.backend} chose {backend} here)"
-        parser.error("; ".join(f"--{applies_only_to(flag, backend)}" for flag in refused) + chosen)
-    keys = backend_keys(args, backend)
-    cfg = with_overrides(cfg, {key: getattr(args, flag) for flag, key in keys.items()})
+        parser.error("; ".join(f"--{unread_message(flag, backend)}" for flag in refused) + chosen)
+    flags = given_flags(args, backend)
+    try:
+        cfg = with_overrides(cfg, user_overrides(args, flags))
+    except KeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     problems = config_problems(cfg, backend)
     if problems:
-        given = {flag: key for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
-        parser.error("; ".join(flag_problems(problems, {**given, **keys})))
+        parser.error("; ".join(flag_problems(problems, flags)))
     set_threads(cfg.threads)
     return run_batch_command(cfg, Path(args.in_path), Path(args.out_path), args.recursive, args.overwrite, args.debug,
                              args.engine, args.ray_address, args.workers)

@@ -21,7 +21,7 @@ from utils.batch.naming import plan_paths
 from utils.batch.runner import process_batch
 from utils.config import with_overrides
 from utils.pipeline.chain import bicubic_reference
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.postprocess.color_fix import color_fix
 
 

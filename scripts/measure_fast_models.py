@@ -30,7 +30,7 @@ from utils.config import load_config, with_overrides  # noqa: E402
 from utils.devices import set_threads  # noqa: E402
 from utils.evaluation.datasets import DATASETS_ROOT, load_rgb, make_lr, modcrop  # noqa: E402
 from utils.evaluation.metrics import psnr_y  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import RunSettings  # noqa: E402
 
 # (label, backend, native scale, config overrides)
 MODELS = [

@@ -28,7 +28,7 @@ from utils.backends.invsr.sampling import POSITIVE_PROMPT, sample_patches, upsam
 from utils.backends.invsr.noise_predictor import NoisePredictor  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
 from utils.devices import cpu_has_fast_bf16, set_threads  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import RunSettings  # noqa: E402
 from utils.training.tiny_sd import (  # noqa: E402
     SD_TURBO_SCHEDULER, SD_TURBO_TEXT as TEXT, SD_TURBO_UNET as UNET, SD_TURBO_VAE as VAE)
 

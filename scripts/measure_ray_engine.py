@@ -27,7 +27,7 @@ from utils.batch.naming import plan_paths  # noqa: E402
 from utils.batch.ray_engine import RayEngine  # noqa: E402
 from utils.batch.runner import process_batch  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import RunSettings  # noqa: E402
 
 
 def make_inputs(folder: Path, count: int, size: int) -> Path:

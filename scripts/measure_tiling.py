@@ -24,11 +24,11 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from datapipe.image_io import read_image  # noqa: E402
-from utils.backends import BACKENDS, load_backend  # noqa: E402
-from utils.config import TILED_SECTIONS, load_config, with_overrides  # noqa: E402
+from utils.backends import load_backend  # noqa: E402
+from utils.config import load_config, with_overrides  # noqa: E402
 from utils.evaluation.datasets import DATASETS_ROOT  # noqa: E402
 from utils.pipeline.chain import to_tensor  # noqa: E402
-from utils.pipeline.settings import RunSettings  # noqa: E402
+from utils.settings import TILED_BACKENDS, RunSettings  # noqa: E402
 from utils.tiling.chopping import FEATHER, PatchGrid, blend_patches, context_grid, context_window  # noqa: E402
 
 OLD_OVERLAP = 32      # the balanced Gaussian-blended grid this project used before
@@ -52,7 +52,7 @@ def timed(fn):
 
 def margin_table(backend, settings: RunSettings, lr: torch.Tensor, core: int, margins: list[int]) -> None:
     h, w = lr.shape[-2:]
-    scale = backend.native_scale(settings)
+    scale = settings.native_scale()
     whole, whole_s = timed(lambda: backend._patch(lr, scale))
     print(f"\n{backend.name} ×{scale}: {w}×{h} input, whole-image forward {whole_s:.2f} s; tiles of {core} px core")
     print("| tiling | margin (px) | PSNR vs whole (dB) | compute | time |")
@@ -72,7 +72,8 @@ def margin_table(backend, settings: RunSettings, lr: torch.Tensor, core: int, ma
 
 def defaults_row(backend, settings: RunSettings, lr: torch.Tensor) -> None:
     h, w = lr.shape[-2:]
-    scale, margin = backend.native_scale(settings), backend.tile_margin(settings)
+    settings = settings.for_input(h, w)
+    scale, margin = settings.native_scale(), settings.tile_margin
     whole, whole_s = timed(lambda: backend._patch(lr, scale))
     tiled, secs = timed(lambda: backend.upscale(lr, settings))
     grid = context_grid(h, w, settings.tile_size, margin)
@@ -83,9 +84,9 @@ def defaults_row(backend, settings: RunSettings, lr: torch.Tensor) -> None:
 def sizes_table(cfg, sizes: list[int]) -> None:
     print("| backend | tile_size | margin | " + " | ".join(f"{s}²" for s in sizes) + " | worst 64–2048 |")
     print("|---|---|---|" + "---|" * (len(sizes) + 1))
-    for name in TILED_SECTIONS:
-        settings = RunSettings.from_config(cfg, name)
-        margin = BACKENDS[name].context_margin if settings.tile_margin is None else settings.tile_margin
+    for name in TILED_BACKENDS:
+        settings = RunSettings.from_config(cfg, name).for_input(2048, 2048)
+        margin = settings.tile_margin
         ratio = lambda s: compute(context_grid(s, s, settings.tile_size, margin), s, s)  # noqa: E731
         worst = max(range(64, 2049, 8), key=ratio)
         print(f"| {name} | {settings.tile_size} | {margin} | " + " | ".join(f"{ratio(s):.2f}×" for s in sizes)

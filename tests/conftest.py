@@ -33,6 +33,6 @@ def butterfly() -> np.ndarray:
 def run_settings(cfg, backend: str, overrides: dict | None = None):
     """The RunSettings a user run of ``backend`` would get from ``cfg`` plus dotted-key ``overrides``."""
     from utils.config import with_overrides
-    from utils.pipeline.settings import RunSettings
+    from utils.settings import RunSettings
 
     return RunSettings.from_config(with_overrides(cfg, overrides or {}), backend)

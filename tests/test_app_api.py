@@ -12,9 +12,9 @@ from PIL import Image
 from app_server import running_app
 from utils.backends import BACKENDS
 from utils.config import ConfigError, load_config, parse_timesteps, resolve_timesteps, with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import SPECS, RunSettings, unread_message, unread_settings
 from utils.studio.catalog import unavailable_line
-from utils.studio.settings import Settings, applies_only_to, config_for, inapplicable
+from utils.studio.settings import Settings, config_for
 
 SET5 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "Set5"
 MAX_PIXELS = 10_000  # passed as --max-pixels; every test image but the pixel-limit one is below it
@@ -33,11 +33,10 @@ def _settings(cfg, **changes) -> Settings:
 
 def test_settings_defaults_follow_the_config(cfg):
     s = Settings.defaults(cfg, "realesrgan")
-    assert s.tile_size == cfg.realesrgan.tile_size
-    assert s.overlap == (cfg.realesrgan.tile_margin or BACKENDS["realesrgan"].context_margin)
+    assert s.overlap == 40 and s.tile_size == 448  # the spec's defaults: the YAML leaves both null
     assert (s.color_fix, s.seed, s.outscale, s.denoise) == (cfg.color_fix, cfg.seed, cfg.outscale, cfg.waifu2x.denoise)
     assert (s.min_overlap, s.max_overlap) == (cfg.postprocess.min_overlap, cfg.postprocess.max_overlap)
-    assert Settings.defaults(cfg, "invsr").tile_size == cfg.basesr.chopping.pch_size
+    assert Settings.defaults(cfg, "invsr").tile_size == 128
     assert Settings.defaults(cfg, "invsr").overlap is None  # InvSR's patches always overlap by half
 
 
@@ -64,20 +63,21 @@ def test_unset_settings_keep_the_config_values(cfg):
     unset = _settings(cfg, backend="span", tile_size=None, overlap=None, num_steps=None, seed=None, timesteps="",
                       denoise=None)
     out = config_for(yaml, unset, "span")
-    assert (out.span.tile_size, out.span.tile_margin) == (cfg.span.tile_size, 9)
+    assert (out.span.tile_size, out.span.tile_margin) == (None, 9)  # None: the spec's default
     assert list(out.timesteps) == [300, 100] and out.seed == cfg.seed
-    assert resolve_timesteps(config_for(yaml, unset.replace(num_steps=3), "span")) == [200, 100, 50]
+    assert resolve_timesteps(config_for(yaml, unset.replace(backend="invsr", num_steps=3), "invsr")) == [200, 100, 50]
 
 
 def test_settings_a_backend_does_not_read(cfg):
     s = _settings(cfg, backend="span")
-    assert inapplicable(vars(s), "span") == ["num_steps", "seed", "denoise"]
+    assert unread_settings(vars(s), "span") == ["denoise", "num_steps", "seed"]
     page = s.applicable()  # what the page sends: disabled controls unset
     assert (page.num_steps, page.seed, page.timesteps, page.denoise) == (None, None, "", None)
     assert page.tile_size == s.tile_size and page.overlap == s.overlap
-    assert inapplicable(vars(page), "span") == []
-    assert inapplicable({"overlap": 8, "timesteps": [200]}, "invsr") == ["overlap"]
-    assert applies_only_to("overlap", "invsr").endswith("not invsr")
+    assert unread_settings(vars(page), "span") == []
+    assert unread_settings({"overlap": 8, "timesteps": [200]}, "invsr") == ["overlap"]
+    assert unread_message("overlap", "invsr") == ("overlap applies only to realesrgan, span, realesrgan-anime, "
+                                                  "waifu2x and bicubic, not invsr")
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -89,7 +89,9 @@ def test_settings_a_backend_does_not_read(cfg):
 def test_out_of_range_settings_are_named(cfg, field, value, message):
     """The app's settings go through the one config validation, like the CLI's flags."""
     with pytest.raises(ConfigError, match=message):
-        RunSettings.from_config(config_for(cfg, _settings(cfg, **{field: value}), "realesrgan"), "realesrgan")
+        backend = "invsr" if field in ("num_steps", "timesteps") else "realesrgan"
+        s = _settings(cfg, backend=backend, **{field: value})
+        RunSettings.from_config(config_for(cfg, s, backend), backend)
 
 
 def test_parse_timesteps():
@@ -170,7 +172,7 @@ def test_tile_size_and_overlap_keywords(client, tmp_path):
         return download
 
     whole = run()  # tile_size and overlap left out: SPAN's own (512 px: one tile here)
-    assert psnr(run(tile_size=32, overlap=BACKENDS["span"].context_margin), whole) > 90
+    assert psnr(run(tile_size=32, overlap=SPECS["span"].context_margin), whole) > 90
     assert psnr(run(tile_size=32, overlap=0), whole) < 70
 
 
@@ -195,8 +197,8 @@ def test_an_unavailable_backend_gets_the_pages_one_line_reason(client, cfg, work
     (dict(backend="span", num_steps=2), "num_steps applies only to invsr, not span"),
     (dict(backend="bicubic", seed=3), "seed applies only to invsr, not bicubic"),
     (dict(backend="span", denoise=1), "denoise applies only to waifu2x, not span"),
-    (dict(backend="bicubic", attention_fusion=True), "attention fusion applies only to"),
-    (dict(tile_size=7), r"realesrgan\.tile_size must be an integer ≥ 16 \(got 7\)"),
+    (dict(backend="bicubic", attention_fusion=True), "attention_fusion applies only to"),
+    (dict(tile_size=7), r"realesrgan\.tile_size must be null \(the model's default\) or an integer ≥ 16 \(got 7\)"),
     (dict(backend="nope"), "unknown backend 'nope'")])
 def test_settings_that_cannot_apply_are_refused(client, tmp_path, settings, message):
     crop(16).save(tmp_path / "crop.png")

@@ -12,8 +12,9 @@ from playwright.sync_api import expect, sync_playwright
 
 from app_server import running_app
 from utils.backends import BACKENDS
+from utils.settings import SPECS
 from utils.config import load_config
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.studio.catalog import label, unavailable_line
 from utils.studio.estimates import estimate
 from utils.studio.settings import Settings, config_for
@@ -76,7 +77,7 @@ def test_the_studio_on_a_desktop(app_url, browser, tmp_path):
     expect(backend).to_have_value(label("span"))
     expect(page.locator("#preset-note")).to_contain_text("Fast: SPAN")
     estimate_line = page.locator("#estimate")
-    span = BACKENDS["span"].context_margin
+    span = SPECS["span"].context_margin
     expect(estimate_line).to_contain_text(cost("span"))
     # Smaller tiles, then less overlap with the slider itself: the tile estimate follows.
     number(page, "tile-size").fill("32")

@@ -77,16 +77,16 @@ def test_num_steps_replaces_the_yaml_timesteps(tmp_path):
     """A flag the user set wins over the YAML: --num_steps clears a config's explicit timesteps."""
     import inference_invsr
     from utils.config import load_config, with_overrides
-    from utils.pipeline.settings import RunSettings
+    from utils.settings import RunSettings
 
     yaml = tmp_path / "cfg.yaml"
     from omegaconf import OmegaConf
     OmegaConf.save(with_overrides(load_config(), {"timesteps": [300, 100]}), yaml)
     args = inference_invsr.build_parser().parse_args(["-i", "x", "-o", "y", "--cfg_path", str(yaml), "--num_steps", "3"])
-    cfg = with_overrides(load_config(yaml), inference_invsr.user_overrides(args))
+    cfg = with_overrides(load_config(yaml), inference_invsr.user_overrides(args, inference_invsr.given_flags(args, "invsr")))
     assert RunSettings.from_config(cfg, "invsr").timesteps == (200, 100, 50)
     args = inference_invsr.build_parser().parse_args(["-i", "x", "-o", "y", "--cfg_path", str(yaml)])
-    cfg = with_overrides(load_config(yaml), inference_invsr.user_overrides(args))
+    cfg = with_overrides(load_config(yaml), inference_invsr.user_overrides(args, inference_invsr.given_flags(args, "invsr")))
     assert RunSettings.from_config(cfg, "invsr").timesteps == (300, 100)
 
 
@@ -157,11 +157,12 @@ def cli_error(capsys, *args) -> str:
 @pytest.mark.parametrize("args, message", [
     (["--backend", "realesrgan", "--num_steps", "2"], "--num_steps applies only to invsr, not realesrgan"),
     (["--backend", "span", "--seed", "3", "--timesteps", "200,100"],
-     "--timesteps applies only to invsr, not span; --seed applies only to invsr, not span"),
+     "--seed applies only to invsr, not span; --timesteps applies only to invsr, not span"),
     (["--backend", "invsr", "--overlap", "8"], "--overlap applies only to realesrgan, span, realesrgan-anime, "
                                                "waifu2x and bicubic, not invsr"),
     (["--backend", "span", "--denoise", "2"], "--denoise applies only to waifu2x, not span"),
-    (["--backend", "bicubic", "--attention_fusion"], "argument --attention_fusion: attention fusion applies only to"),
+    (["--backend", "bicubic", "--attention_fusion"], "--attention_fusion applies only to invsr, realesrgan, span, "
+                                                     "realesrgan-anime and waifu2x, not bicubic"),
 ])
 def test_a_setting_the_backend_does_not_use_is_refused(capsys, args, message):
     assert cli_error(capsys, *args).startswith(message)
@@ -175,9 +176,11 @@ def test_auto_says_which_backend_it_chose_when_refusing(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--chopping_size", "7"], "argument --tile_size: realesrgan.tile_size must be an integer ≥ 16 (got 7)"),
+    (["--chopping_size", "7"],
+     "argument --tile_size: realesrgan.tile_size must be null (the model's default) or an integer ≥ 16 (got 7)"),
     (["--backend", "invsr", "--tile_size", "100"],
-     "argument --tile_size: basesr.chopping.pch_size must be a positive multiple of 8 (got 100)"),
+     "argument --tile_size: basesr.chopping.pch_size must be null (the model's default) or an integer ≥ 16 and a "
+     "multiple of 8 (got 100)"),
     (["--backend", "span", "--overlap", "-1"], "argument --overlap: span.tile_margin must be null"),
     (["--outscale", "7"], "argument --outscale: outscale must be between 1 and 4 (got 7.0)"),
     (["--quality", "0"], "argument --quality: output.quality must be an integer from 1 to 100 (got 0)"),
@@ -221,7 +224,7 @@ def test_help_shows_examples_and_defaults():
     text = inference_invsr.build_parser().format_help()
     assert "examples:" in text and "--backend span --outscale 2" in text
     for default in (f"default {cfg.outscale:g}", f"default {cfg.output.quality}", f"default {cfg.color_fix}",
-                    f"realesrgan {cfg.realesrgan.tile_size}", f"invsr {cfg.basesr.chopping.pch_size}"):
+                    "realesrgan 448", "invsr 128"):
         assert default in text, default
 
 

@@ -5,7 +5,7 @@ from omegaconf.errors import ReadonlyConfigError
 
 from utils.backends import BackendUnavailable, backend_status, load_backend, resolve_backend_name
 from utils.config import ConfigError, load_config, validate_config, with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 
 def test_config_is_read_only_and_overrides_make_copies(cfg):
@@ -13,7 +13,7 @@ def test_config_is_read_only_and_overrides_make_copies(cfg):
         cfg.seed = 1
     new = with_overrides(cfg, {"seed": 7, "basesr.chopping.pch_size": 256})
     assert (new.seed, new.basesr.chopping.pch_size, new.color_fix) == (7, 256, cfg.color_fix)
-    assert (cfg.seed, cfg.basesr.chopping.pch_size) == (12345, 128)
+    assert (cfg.seed, cfg.basesr.chopping.pch_size) == (12345, None)
     with pytest.raises(KeyError, match="unknown config key: basesr.chopping.pch"):
         with_overrides(cfg, {"basesr.chopping.pch": 1})
 
@@ -61,7 +61,7 @@ def test_one_validation_names_every_bad_value(cfg):
     bad = with_overrides(cfg, {"outscale": 7, "color_fix": "sepia", "realesrgan.tile_size": 7,
                                "output.quality": 101, "postprocess.min_overlap": 0.6})
     with pytest.raises(ConfigError) as err:
-        validate_config(bad)
+        RunSettings.from_config(bad, "realesrgan")
     for words in ("outscale must be between 1 and 4 (got 7)", "color_fix must be one of", "realesrgan.tile_size",
                   "output.quality", "min_overlap < max_overlap"):
         assert words in str(err.value)
@@ -77,8 +77,8 @@ def test_backends_are_cached_by_model_identity_not_by_settings(cfg):
 
 
 def test_settings_record_holds_what_changes_the_output(cfg):
-    real = RunSettings.from_config(cfg, "realesrgan").record()
-    assert real["color_fix"] == cfg.color_fix and real["tile_size"] == cfg.realesrgan.tile_size and real["outscale"] == 4.0
+    real = RunSettings.from_config(cfg, "realesrgan").for_input(64, 64).record()
+    assert real["color_fix"] == cfg.color_fix and real["tile_size"] == 448 and real["outscale"] == 4.0
     # InvSR-only knobs and batching do not change a Real-ESRGAN output, so they are not recorded.
     assert not {"seed", "timesteps", "batch_size", "quality"} & real.keys()
     invsr = RunSettings.from_config(with_overrides(cfg, {"output.format": "webp"}), "invsr").record()

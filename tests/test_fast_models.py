@@ -14,7 +14,7 @@ from utils.evaluation.datasets import DATASETS_ROOT, load_rgb, make_lr, modcrop
 from utils.evaluation.metrics import psnr_y
 from utils.pipeline.chain import run_pipeline, to_tensor
 from utils.pipeline.limits import LimitError
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 FAST = ["span", "realesrgan-anime", "waifu2x"]
 
@@ -69,7 +69,7 @@ def test_outscale_2_runs_the_native_x2_model(cfg, butterfly, name):
     backend = load_backend(name, cfg)
     lr = to_tensor(butterfly[100:132, 60:100])  # 32×40
     half = settings(cfg, name, outscale=2)
-    assert backend.native_scale(half) == 2 and backend.native_scale(settings(cfg, name, outscale=2.5)) == 4
+    assert half.native_scale() == 2 and settings(cfg, name, outscale=2.5).native_scale() == 4
     out, info = run_pipeline(lr, backend, half)
     assert out.shape == (1, 3, 64, 80) and info.scale == 2 and f"{name} ×2 on cpu (ncnn float32)" in info.summary()
     torch.testing.assert_close(out, backend._patch(lr, 2), atol=0, rtol=0)  # nothing resized
@@ -84,7 +84,7 @@ def test_outscale_2_runs_the_native_x2_model(cfg, butterfly, name):
 
 def test_models_without_x2_stay_at_x4(cfg):
     anime = BACKENDS["realesrgan-anime"]
-    assert anime.scales == (4,) and anime.native_scale(settings(cfg, "realesrgan-anime", outscale=2)) == 4
+    assert anime.scales == (4,) and settings(cfg, "realesrgan-anime", outscale=2).native_scale() == 4
 
 
 def direct_ncnn(param, weights, blobs, chw):
@@ -105,7 +105,7 @@ def test_waifu2x_pads_7px_and_picks_the_denoise_model(cfg, butterfly):
                         (3, "WAIFU2X_PHOTO_UP2X_DENOISE3X")]:
         level_cfg = with_overrides(cfg, {"waifu2x.denoise": level})
         backend = load_backend("waifu2x", level_cfg)
-        assert backend.identity["model"].split("+")[0] == stem
+        assert next(iter(backend.identity["weights"])) == f"{stem}.param"
         param, weights = Waifu2xBackend._files(level_cfg)[stem]
         padded = np.pad(crop, ((0, 0), (7, 7), (7, 7)), mode="edge")
         expected = np.clip(direct_ncnn(param, weights, ("Input1", "Eltwise4"), padded), 0, 1)

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from color_fix_by_hand import color_reference, fixed_by_hand, hard_edges
 from tiny_sd import SD_TURBO_SCHEDULER, TINY_NP_PARAMS, tiny_cfg, tiny_overrides  # noqa: F401 (fixtures)
 
 from sampler_invsr import InvSamplerSR
 from utils.config import with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 SEED = 12345
 
@@ -138,15 +139,28 @@ def test_step_counts(tiny_cfg, steps):
         assert np.abs(out - sampler(tiny_cfg, num_steps=1).sample_func(lr_image(16, 16))).max() > 1e-3
 
 
-@pytest.mark.parametrize("method", ["ycbcr", "wavelet", "histogram", "hybrid"])
-def test_color_fix_uses_unpadded_reference(tiny_cfg, method):
+@pytest.mark.parametrize("method", ["ycbcr", "wavelet"])
+def test_color_fix_equals_the_documented_steps(tiny_cfg, method):
+    """Against the unclamped antialiased bicubic of the unpadded input, clamped after (written out in
+    color_fix_by_hand), on hard edges where bicubic overshoots [0, 1]."""
+    lr = hard_edges(12, 20)  # padded internally (12 < the 16-px patch): the reference is still the plain input
+    assert color_reference(lr, (48, 80)).min() < -0.05 and color_reference(lr, (48, 80)).max() > 1.05
+    raw = torch.from_numpy(sampler(tiny_cfg).sample_func(lr)).permute(0, 3, 1, 2)
+    expected = fixed_by_hand(raw, lr, method).permute(0, 2, 3, 1).numpy()
+    got = sampler(tiny_cfg, color_fix=method).sample_func(lr)
+    assert np.abs(expected - raw.permute(0, 2, 3, 1).numpy()).max() > 0.05  # the fix changes the result
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["histogram", "hybrid"])
+def test_other_color_fixes_use_the_unclamped_unpadded_reference(tiny_cfg, method):
     from utils.postprocess.color_fix import color_fix
 
-    lr = lr_image(10, 12, seed=5)  # padded internally: the reference must still be the plain input
+    lr = hard_edges(10, 12)
     plain = upscale(sampler(tiny_cfg), lr)
     fixed = torch.from_numpy(sampler(tiny_cfg, color_fix=method).sample_func(lr)).permute(0, 3, 1, 2)
-    reference = F.interpolate(lr, size=(40, 48), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    torch.testing.assert_close(fixed, color_fix(plain, reference, method).clamp(0, 1), rtol=0, atol=1e-6)
+    reference = F.interpolate(lr, size=(40, 48), mode="bicubic", align_corners=False, antialias=True)
+    torch.testing.assert_close(fixed, color_fix(plain, reference, method), rtol=0, atol=1e-6)
 
 
 def test_determinism_and_batch_of_images(tiny_cfg):

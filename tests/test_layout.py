@@ -20,6 +20,15 @@ LIBRARY_PACKAGES = ("utils", "datapipe")
 DESIGN_CARD_FILES = ("app.py", "sampler_invsr.py", "requirements.txt", "README.md")
 DESIGN_CARD_FOLDERS = ("utils", "configs", "weights", "datapipe", "tests")
 
+# The library's layers, lowest first: a module imports only from its own layer and those below, so the
+# settings sit below every user of them and no backend reaches up into the pipeline or the studio.
+LAYERS = (("utils.config", "utils.checksums", "utils.devices", "datapipe"),
+          ("utils.settings", "utils.tiling", "utils.postprocess", "utils.runtimes"),
+          ("utils.backends",),
+          ("utils.pipeline",),
+          ("utils.batch", "utils.evaluation", "utils.training"),
+          ("utils.studio",))
+
 # module -> {imported project module: "file:line" of the first such import}
 Graph = dict[str, dict[str, str]]
 
@@ -189,6 +198,27 @@ def forbidden_imports(graph: Graph, importer_rule, target_rule) -> list[str]:
             for dst, where in sorted(targets.items()) if target_rule(dst)]
 
 
+def layer_of(module: str):
+    return next((i for i, packages in enumerate(LAYERS) if any(_in(module, p) for p in packages)), None)
+
+
+def upward_imports(graph: Graph) -> list[str]:
+    """Imports (TYPE_CHECKING and function-local ones included) from a lower layer into a higher one."""
+    return [f"{src} imports {dst} ({where})" for src, targets in sorted(graph.items())
+            if (low := layer_of(src)) is not None for dst, where in sorted(targets.items())
+            if (high := layer_of(dst)) is not None and high > low]
+
+
+def reachable(graph: Graph, start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph.get(module, {})
+    return seen
+
+
 def library_imports_of_entry_points(graph: Graph) -> list[str]:
     return forbidden_imports(graph, is_library, is_entry_point_or_script)
 
@@ -218,6 +248,22 @@ def test_entry_points_and_scripts_share_code_only_through_the_library(graph):
     bad = entry_points_importing_entry_points(graph)
     assert not bad, "entry points and scripts must not import each other (move the shared code into " \
                     "utils/):\n" + "\n".join(bad)
+
+
+def test_no_upward_import_between_layers(graph):
+    bad = upward_imports(graph)
+    assert not bad, "imports from a lower layer into a higher one (see LAYERS):\n" + "\n".join(bad)
+
+
+def test_every_library_module_has_a_layer(graph):
+    # A package missing from LAYERS would escape the rule above.
+    loose = sorted(m for m in graph if is_library(m) and m not in ("utils", "datapipe") and layer_of(m) is None)
+    assert not loose, f"add these to LAYERS: {', '.join(loose)}"
+
+
+def test_the_cli_does_not_reach_the_studio(graph):
+    studio = sorted(m for m in reachable(graph, "inference_invsr") if _in(m, "utils.studio"))
+    assert not studio, f"inference_invsr imports studio code: {', '.join(studio)}"
 
 
 def test_no_file_edits_sys_path():
@@ -296,6 +342,15 @@ def test_checker_names_every_module_of_a_larger_tangle():
     (cycle, component), = find_cycles(graph)
     assert cycle == ["a", "b", "a"] and component == ["a", "b", "c"]
     assert describe_cycle(graph, cycle, component) == "a → b (a.py:1) → a (b.py:1); all modules in this tangle: a, b, c"
+
+
+def test_checker_finds_an_upward_type_checking_import(tmp_path):
+    _write(tmp_path, {"utils/backends/base.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                                "    from utils.pipeline.run import Settings\n",
+                      "utils/pipeline/run.py": "Settings = dict\n",
+                      "utils/settings.py": "from utils.config import X\n", "utils/config.py": "X = 1\n"})
+    bad = upward_imports(import_graph(tmp_path))
+    assert bad == ["utils.backends.base imports utils.pipeline.run (utils/backends/base.py:3)"]
 
 
 def test_checker_finds_sys_path_edits(tmp_path):

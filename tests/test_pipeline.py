@@ -2,16 +2,18 @@
 import pytest
 import torch
 
+from color_fix_by_hand import fixed_by_hand, hard_edges
 from tiny_sd import tiny_cfg, tiny_overrides  # noqa: F401 (fixtures)
 from utils.postprocess.adaptive_scheduler import adaptive_timesteps
 from utils.backends import load_backend
 from utils.postprocess.color_fix import color_fix
 from utils.postprocess.complexity import image_complexity
-from utils.config import ConfigError, validate_config, with_overrides
+from utils.config import ConfigError, with_overrides
+from utils.settings import config_problems
 from utils.postprocess.enhancement import enhance_edges
 from utils.postprocess.fusion import fuse
 from utils.pipeline.chain import bicubic_reference, run_pipeline, to_tensor
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 
 def run(lr, cfg, name, progress=None):
@@ -31,7 +33,7 @@ def test_chain_order_and_values_match_the_stages_run_by_hand(cfg, butterfly):
                                 "postprocess.fusion_method": "weighted", "postprocess.edge_enhancement": 0.4})
     out, info = run(lr, full, "realesrgan")
     ref = bicubic_reference(lr, (96, 96))
-    expected = enhance_edges(fuse([color_fix(plain, ref, "ycbcr"), ref], "weighted"), 0.4)
+    expected = enhance_edges(fuse([color_fix(plain, ref, "ycbcr"), ref.clamp(0, 1)], "weighted"), 0.4)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
     assert info.stages == ["fusion weighted", "edges 0.40"] and info.color_fix == "ycbcr"
     assert info.complexity == pytest.approx(float(image_complexity(lr)))
@@ -68,7 +70,7 @@ def test_smart_chopping_reaches_the_backend(cfg, butterfly):
 def test_stages_that_do_not_apply_are_refused(cfg, stage, backend, words):
     with pytest.raises(ConfigError, match=words):
         RunSettings.from_config(with_overrides(cfg, {f"postprocess.{stage}": True}), backend)
-    validate_config(with_overrides(cfg, {f"postprocess.{stage}": True}), "invsr")
+    assert not config_problems(with_overrides(cfg, {f"postprocess.{stage}": True}), "invsr")
 
 
 def test_invalid_stage_settings_are_refused(cfg):
@@ -103,13 +105,23 @@ def test_invsr_through_the_user_pipeline_with_a_colour_fix(tiny_cfg):
     c = with_overrides(tiny_cfg, {"color_fix": "wavelet", "outscale": 2})
     out, info = run(lr, c, "invsr")
     raw = load_backend("invsr", c).upscale(lr, RunSettings.from_config(c, "invsr"))
-    expected = color_fix(raw, bicubic_reference(lr, (80, 64)), "wavelet")
-    expected = torch.nn.functional.interpolate(expected, (40, 32), mode="bicubic", align_corners=False,
-                                               antialias=True).clamp(0, 1)
+    expected = torch.nn.functional.interpolate(fixed_by_hand(raw, lr, "wavelet").float(), (40, 32), mode="bicubic",
+                                               align_corners=False, antialias=True).clamp(0, 1)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
     assert info.backend == "invsr" and info.color_fix == "wavelet" and info.timesteps == [200]
     assert (out - torch.nn.functional.interpolate(raw, (40, 32), mode="bicubic", align_corners=False,
                                                   antialias=True)).abs().max() > 1e-3  # the fix did something
+
+
+@pytest.mark.parametrize("method", ["ycbcr", "wavelet"])
+def test_colour_fix_of_every_backend_equals_the_documented_steps(cfg, method):
+    """The chain fixes any backend's result against the unclamped reference and clamps after."""
+    lr = hard_edges(20, 24)
+    raw, _ = run(lr, with_overrides(cfg, {"color_fix": "none"}), "bicubic")
+    out, _ = run(lr, with_overrides(cfg, {"color_fix": method}), "bicubic")
+    expected = fixed_by_hand(raw, lr, method)
+    assert (expected - raw).abs().max() > 5e-3  # the fix changes the result
+    torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=0)
 
 
 def test_limits_check_the_native_result_and_its_memory_before_any_work(cfg, butterfly):

@@ -6,9 +6,15 @@ import torch
 
 from utils.runtimes import ir_cache, ov_core
 from utils.runtimes.policy import Choice, Machine, RuntimeRefused, choose
+from utils.settings import SPECS
 
 AVX512_BF16 = ("BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT")  # this project's EPYC
 AVX2_ONLY = ("WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT")
+
+
+def pick(backend, runtime="auto", precision="auto", machine=None) -> Choice:
+    """The policy applied to ``backend``'s declared runtimes."""
+    return choose(backend, SPECS[backend].runtimes, runtime, precision, machine)
 
 
 def machine(device="cpu", caps=AVX512_BF16, amx=False) -> Machine:
@@ -26,19 +32,19 @@ def machine(device="cpu", caps=AVX512_BF16, amx=False) -> Machine:
     ("bicubic", AVX512_BF16, False, Choice("torch", "float32", "cpu")),
 ])
 def test_auto_follows_the_capability_report(backend, caps, amx, expected):
-    assert choose(backend, "auto", "auto", machine(caps=caps, amx=amx)) == expected
+    assert pick(backend, "auto", "auto", machine(caps=caps, amx=amx)) == expected
 
 
 def test_auto_on_gpus_keeps_torch_float16_on_cuda():
-    assert choose("invsr", machine=machine("cuda")) == Choice("torch", "float16", "cuda")
-    assert choose("realesrgan", machine=machine("cuda")) == Choice("torch", "float16", "cuda")
-    assert choose("realesrgan", machine=machine("mps")) == Choice("torch", "float32", "mps")
+    assert pick("invsr", machine=machine("cuda")) == Choice("torch", "float16", "cuda")
+    assert pick("realesrgan", machine=machine("cuda")) == Choice("torch", "float16", "cuda")
+    assert pick("realesrgan", machine=machine("mps")) == Choice("torch", "float32", "mps")
 
 
 def test_explicit_choices_are_kept():
-    assert choose("realesrgan", "openvino", "float32", machine()) == Choice("openvino", "float32", "cpu")
-    assert choose("realesrgan", "torch", "auto", machine()) == Choice("torch", "float32", "cpu")
-    assert choose("invsr", "torch", "bfloat16", machine()) == Choice("torch", "bfloat16", "cpu")
+    assert pick("realesrgan", "openvino", "float32", machine()) == Choice("openvino", "float32", "cpu")
+    assert pick("realesrgan", "torch", "auto", machine()) == Choice("torch", "float32", "cpu")
+    assert pick("invsr", "torch", "bfloat16", machine()) == Choice("torch", "bfloat16", "cpu")
 
 
 @pytest.mark.parametrize("backend,runtime,precision,caps,words", [
@@ -54,7 +60,7 @@ def test_explicit_choices_are_kept():
 ])
 def test_combinations_that_cannot_run_are_refused(backend, runtime, precision, caps, words):
     with pytest.raises(RuntimeRefused, match=words):
-        choose(backend, runtime, precision, machine(caps=caps))
+        pick(backend, runtime, precision, machine(caps=caps))
 
 
 def test_compile_settings_carry_precision_threads_and_latency(monkeypatch):

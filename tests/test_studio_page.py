@@ -13,7 +13,7 @@ from tiny_sd import tiny_cfg, tiny_overrides  # noqa: F401 (fixtures)
 
 from utils.backends import BACKENDS, Availability, backend_status, load_backend
 from utils.config import with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.studio import estimates
 from utils.studio.catalog import NAMES, label, models_markdown, unavailable_line
 from utils.studio.estimates import Eta, duration, estimate

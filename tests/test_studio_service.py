@@ -35,7 +35,7 @@ def test_niqe_of_the_bicubic_and_the_result_in_the_info_line_and_the_batch_table
     from utils.backends import load_backend
     from utils.evaluation.niqe import niqe
     from utils.pipeline.chain import bicubic_reference, to_array, to_tensor, upscale_image
-    from utils.pipeline.settings import RunSettings
+    from utils.settings import RunSettings
     from utils.studio.settings import Settings
 
     root = tmp_path / "in"
@@ -54,7 +54,7 @@ def test_niqe_of_the_bicubic_and_the_result_in_the_info_line_and_the_batch_table
     img = read_image(root / "set" / "big.png")
     result, _ = upscale_image(img, load_backend("bicubic", cfg), RunSettings.from_config(
         with_overrides(cfg, {"color_fix": "none", "backend": "bicubic"}), "bicubic"))
-    before = to_array(bicubic_reference(to_tensor(img.rgb), (512, 512)))
+    before = to_array(bicubic_reference(to_tensor(img.rgb), (512, 512)).clamp(0, 1))
     assert done.info.endswith(f" · NIQE bicubic {niqe(before):.2f} → result {niqe(result.rgb):.2f} "
                               "(lower: more natural)")
     tiny = studio.run_single(str(root / "set" / "tiny.png"), request, progress, **settings)

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from datapipe.image_io import read_image
 from tests.conftest import DATASETS
 from utils.backends import BACKENDS, load_backend
-from utils.config import TILED_SECTIONS, with_overrides
+from utils.config import with_overrides
+from utils.settings import SPECS, TILED_BACKENDS
 from utils.pipeline.chain import to_tensor
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.tiling.chopping import FEATHER, blend_patches, context_grid, context_window
 from utils.tiling.smart_chopping import smart_grid
 
@@ -118,7 +119,7 @@ def tiled_vs_whole(cfg, name, lr, core, **overrides):
     settings = RunSettings.from_config(cfg, name).replace(tile_size=core)
     tiles = []
     tiled = backend.upscale(lr, settings, progress=lambda done, total: tiles.append(total))
-    whole = backend._patch(lr, backend.native_scale(settings))
+    whole = backend._patch(lr, settings.native_scale())
     return psnr(tiled, whole), tiles[-1]
 
 
@@ -140,12 +141,11 @@ def test_realesrgan_x4plus_64px_tiles_reach_45db(cfg, baboon, runtime):
     assert tiles == 4 and value >= 45
 
 
-@pytest.mark.parametrize("name", TILED_SECTIONS)
+@pytest.mark.parametrize("name", TILED_BACKENDS)
 def test_default_settings_compute_at_most_1_4x_the_whole_image(cfg, name):
     """Over image sizes from one tile to 2048², default tiles cost ≤ 1.4× the pixels of one forward."""
-    settings = RunSettings.from_config(cfg, name)
-    backend = BACKENDS[name]
-    margin = backend.context_margin if settings.tile_margin is None else settings.tile_margin
+    settings = RunSettings.from_config(cfg, name).for_input(2048, 2048)
+    margin = settings.tile_margin
     worst = 0.0
     for side in range(64, 2049, 8):
         grid = context_grid(side, side, settings.tile_size, margin)
@@ -157,7 +157,7 @@ def test_smart_chopping_still_tiles_with_context(cfg, baboon):
     """Smart chopping places its own tiles (complexity-driven overlap, attention-weighted) and keeps the
     context margins where its overlaps allow: SPAN stays within 45 dB of the whole image."""
     lr = to_tensor(baboon[:160, :200])
-    margin = BACKENDS["span"].context_margin
+    margin = SPECS["span"].context_margin
     smart = smart_grid(lr, 32 + 2 * margin + FEATHER, cfg.postprocess.min_overlap, cfg.postprocess.max_overlap)
     assert len(smart) != len(context_grid(160, 200, 32, margin))
     value, tiles = tiled_vs_whole(cfg, "span", lr, 32, **{"postprocess.smart_chopping": True})

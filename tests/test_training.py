@@ -15,7 +15,7 @@ from sampler_invsr import InvSamplerSR
 from utils.backends.invsr.sampling import sample_patches
 from utils.backends.invsr.noise_predictor import NoisePredictor
 from utils.config import ConfigError, with_overrides
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.training import kernels
 from utils.training.checkpoint import INFERENCE_WEIGHTS, complete_checkpoints, write_inference_weights
 from utils.training.config import accumulation_steps, load_training_config

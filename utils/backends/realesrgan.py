@@ -22,6 +22,7 @@ from utils.config import runtime_setting
 from utils.runtimes.ir_cache import Conversion, load_compiled
 from utils.runtimes.ov_core import CompiledModule
 from utils.runtimes.policy import Choice, RuntimeRefused, choose
+from utils.settings import SPECS
 
 # The packaged x4plus's trunk output (conv_first + conv_body, before the first ×2 upsampling). ncnn
 # holds ~3 GB of ×4-resolution buffers per 256² tile when it runs the net whole; the tail after this
@@ -47,7 +48,7 @@ def runtime_choice(cfg) -> Choice:
                                      "use runtime ncnn (or auto) for custom param/model files")
         runtime = "ncnn"
     try:
-        return choose("realesrgan", runtime, precision)
+        return choose("realesrgan", SPECS["realesrgan"].runtimes, runtime, precision)
     except RuntimeRefused as exc:
         raise BackendUnavailable(str(exc)) from exc
 
@@ -61,10 +62,6 @@ def openvino_conversion(files: tuple[Path, Path]) -> Conversion:
 
 class RealESRGANBackend(TiledBackend):
     name = "realesrgan"
-    # RRDBNet's receptive field spans hundreds of pixels, but its influence fades: 40 px of context
-    # keep even 64-px tiles within 45 dB of the whole-image result on textured images (32 px: 44 dB;
-    # docs/benchmarks.md).
-    context_margin = 40
     card = ModelCard(
         title="Real-ESRGAN x4plus",
         use="general photos with blur, noise and JPEG artefacts; invents plausible texture (GAN-trained).",
@@ -108,10 +105,12 @@ class RealESRGANBackend(TiledBackend):
             return "vulkan:0"
         return self.choice.device
 
-    @property
-    def identity(self) -> dict:
-        return {"backend": self.name, "model": self.files[1].name, "runtime": self.choice.runtime,
-                "precision": self.choice.precision}
+    def weight_files(self) -> list[Path]:
+        return list(self.files)
+
+    def engine(self) -> dict[str, str]:
+        return {"runtime": self.choice.runtime, "precision": self.choice.precision,
+                "device": self.device.split(":")[0]}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         if self.choice.runtime == "torch":

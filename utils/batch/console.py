@@ -16,7 +16,7 @@ from utils.batch.naming import plan_paths
 from utils.batch.ray_engine import RayEngine, RayEngineError
 from utils.batch.runner import ERRORS_LOG, BatchItem, count_statuses, process_batch
 from utils.config import ConfigError
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SETUP_ERRORS = (BackendUnavailable, WeightsNotFound, ImageError, ConfigError, ValueError, KeyError, FileNotFoundError)

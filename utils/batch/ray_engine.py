@@ -34,7 +34,7 @@ from utils.backends import BackendUnavailable, load_backend
 from utils.batch.runner import EXPECTED_ERRORS, BatchItem, log_errors, process_one
 from utils.devices import set_threads
 from utils.pipeline.chain import Cancelled
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 INSTALL_HINT = "install it with `make setup-ray` (or `.venv/bin/python -m pip install -r requirements-ray.txt`)"
 # CPUs per node left unreserved, so Ray Data's own tasks are never starved (the issue measured 2 actors

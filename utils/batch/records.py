@@ -2,8 +2,9 @@
 
 A record is a small JSON file in a hidden ``.sr-records`` folder beside the output, written atomically
 after the output itself (a crash in between leaves an output without a record, which is redone). It
-holds the sha256 of the input's bytes, the backend's identity (model, engine, dtype) and the settings
-that change the output file (:meth:`RunSettings.record`).
+holds the sha256 of the input's bytes, the backend's identity (the sha256 of every weight file, runtime,
+precision, device kind) and the settings that change the output file as they apply to this input and
+output (:meth:`RunSettings.record`: the tile size used, the format written).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Optional
 from datapipe.image_io import write_atomic
 
 RECORDS_DIR = ".sr-records"
-VERSION = 1
+VERSION = 2  # 2: weight sha256s, runtime, precision, the written format and the tile size used
 
 
 def record_path(output: Path) -> Path:

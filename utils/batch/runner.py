@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from datapipe.image_io import ImageError, read_image, remove_stale_parts, write_image
+from datapipe.image_io import ImageError, image_size, output_format, read_image, remove_stale_parts, write_image
 from utils.backends import Backend
 from utils.config import ConfigError
 from utils.pipeline.chain import Cancelled, RunInfo, upscale_image
 from utils.pipeline.limits import LimitError
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.batch.records import make_record, redo_reason, write_record
 from utils.checksums import file_sha256
 from utils.tiling.chopping import ProgressFn
@@ -70,7 +70,7 @@ def process_one(src: Path, dst: Path, backend: Backend, settings: RunSettings, o
         return BatchItem(src, None, "error", f"{src.name}: the output {dst} is an input file; choose another "
                                              "output folder")
     try:
-        wanted = make_record(input_digest(src), backend.identity, settings.record())
+        wanted = make_record(input_digest(src), backend.identity, effective_record(src, dst, settings))
         reason = "" if not dst.exists() else ("redone: overwrite" if overwrite else redo_reason(dst, wanted))
         if reason is None:
             return BatchItem(src, dst, "skipped", "same input and settings")
@@ -84,6 +84,13 @@ def process_one(src: Path, dst: Path, backend: Backend, settings: RunSettings, o
         return BatchItem(src, None, "error", describe_error(src, exc))
     except Exception as exc:  # one bad file must not stop the batch; the traceback is kept
         return BatchItem(src, None, "error", describe_error(src, exc), traceback=traceback.format_exc())
+
+
+def effective_record(src: Path, dst: Path, settings: RunSettings) -> dict:
+    """The record of the settings as they will apply to ``src`` (the tile size the backend uses for its
+    size) and to ``dst`` (the format its extension names)."""
+    w, h = image_size(src)
+    return settings.for_input(h, w).record(output_format(dst).lower())
 
 
 def input_digest(src: Path) -> str:

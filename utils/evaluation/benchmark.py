@@ -29,7 +29,7 @@ from utils.evaluation.datasets import DATASETS_ROOT
 from utils.evaluation.metrics import PeakRSS
 from utils.evaluation.runner import BASE_OVERRIDES
 from utils.pipeline.chain import to_tensor, upscale_image
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.tiling.smart_chopping import smart_grid
 
 SOURCE_IMAGE = DATASETS_ROOT / "Set5" / "baby.png"  # 512×512, so every size is a downscale of real content

@@ -29,7 +29,7 @@ from utils.evaluation.metrics import LPIPS, PeakRSS, score_pair
 from utils.evaluation.niqe import ImageTooSmall, PristineModel, load_params, niqe
 from utils.evaluation.report import STUDY_TITLES, group_rows, summary_table, write_csv, write_report
 from utils.pipeline.chain import run_pipeline, to_array, to_tensor
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 # Every backend the project has, the baseline first (unavailable ones, e.g. InvSR without weights, are skipped).
 DEFAULT_BACKENDS = ("bicubic", *(name for name in BACKENDS if name != "bicubic"))

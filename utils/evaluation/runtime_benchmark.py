@@ -22,9 +22,10 @@ from utils.evaluation.benchmark import fmt_row, measure, source_image
 from utils.evaluation.metrics import PeakRSS
 from utils.evaluation.runner import BASE_OVERRIDES
 from utils.pipeline.chain import to_tensor
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.runtimes import ov_core
-from utils.runtimes.policy import RUNTIME_SUPPORT, RuntimeRefused, choose
+from utils.runtimes.policy import RuntimeRefused, choose
+from utils.settings import SPECS
 
 REFERENCE_RUNTIMES = ("ncnn", "torch")  # float32 rows the others are compared with
 STARTUP_SIZE = 32  # one tile: process start, imports, model read from the cache, one forward, write
@@ -43,10 +44,11 @@ def cpu_model() -> str:
 def variants(backend: str) -> list[tuple[str, str]]:
     """(runtime, precision) pairs that run ``backend`` here, float32 references first."""
     pairs = []
-    for runtime, precisions in RUNTIME_SUPPORT[backend].items():
+    supported = SPECS[backend].runtimes
+    for runtime, precisions in supported.items():
         for precision in precisions:
             try:
-                choose(backend, runtime, precision)
+                choose(backend, supported, runtime, precision)
             except RuntimeRefused:
                 continue
             pairs.append((runtime, precision))

@@ -2,7 +2,7 @@
 
 Order (the seed project's): complexity → adaptive scheduler / guidance (InvSR) → backend with
 (smart) chopping → color fix → attention fusion → edge enhancement → output scale, each stage
-switched by the run's :class:`~utils.pipeline.settings.RunSettings`.
+switched by the run's :class:`~utils.settings.RunSettings`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from datapipe.image_io import LoadedImage
 from utils.backends import Backend
 from utils.config import SCALE
 from utils.pipeline.limits import check_limits
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.postprocess.adaptive_scheduler import adaptive_timesteps
 from utils.postprocess.color_fix import color_fix
 from utils.postprocess.complexity import image_complexity
@@ -43,8 +43,10 @@ def to_array(x: torch.Tensor) -> np.ndarray:
 
 
 def bicubic_reference(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bicubic upsampling of the input: the colour reference and the 'before' image."""
-    return F.interpolate(lr, size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    """Antialiased bicubic upsampling of the input, the colour fix's reference. Not clamped: bicubic
+    overshoots [0, 1] at hard edges, and InvSR's colour fix uses those values and clamps only after.
+    Clamp it for display ('before' image) or as an image of its own (fusion's fallback)."""
+    return F.interpolate(lr, size, mode="bicubic", align_corners=False, antialias=True)
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -111,7 +113,8 @@ def run_pipeline(lr: torch.Tensor, backend: Backend, settings: RunSettings,
     if settings.backend != backend.name:
         raise ValueError(f"settings made for {settings.backend} cannot run on {backend.name}")
     h, w = lr.shape[-2:]
-    scale = backend.native_scale(settings)
+    settings = settings.for_input(h, w)
+    scale = settings.native_scale()
     oh, ow = check_limits(h, w, scale, settings)
     start = time.perf_counter()
     complexity = float(image_complexity(lr).mean())
@@ -125,7 +128,7 @@ def run_pipeline(lr: torch.Tensor, backend: Backend, settings: RunSettings,
         if settings.color_fix != "none":
             sr = color_fix(sr, reference, settings.color_fix)
         if settings.attention_fusion:
-            sr = fuse([sr, reference], settings.fusion_method)
+            sr = fuse([sr, reference.clamp(0, 1)], settings.fusion_method)
             stages.append(f"fusion {settings.fusion_method}")
     if settings.edge_enhancement > 0:
         sr = enhance_edges(sr, settings.edge_enhancement)

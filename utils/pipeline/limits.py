@@ -1,7 +1,7 @@
 """Size limits checked before any work: the native-scale result and what producing it costs."""
 from __future__ import annotations
 
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 
 # Bytes per native-scale output pixel while one image is produced: the float64 blending accumulator
 # (3 colour channels + 1 weight = 32 B), the float32 result (12 B) and one float32 post-processing

@@ -1,9 +1,10 @@
 """Color correction of a super-resolved image against reference colours.
 
-All functions take ``result`` and ``reference`` as b×3×H×W RGB tensors in [0, 1] (same shape; the
-reference is normally the unpadded input upsampled to the output size with antialiased bicubic) and
-return a b×3×H×W tensor on ``result``'s device and dtype, clamped to [0, 1]. Arithmetic runs in at
-least float32 so half-precision inputs do not lose the small low-frequency differences.
+All functions take ``result`` (RGB in [0, 1]) and ``reference`` as b×3×H×W tensors of the same shape
+(the reference is normally the unpadded input upsampled to the output size with antialiased bicubic,
+unclamped, so it may overshoot [0, 1] at edges) and return a b×3×H×W tensor on ``result``'s device and
+dtype, clamped to [0, 1] only at the end. Arithmetic runs in at least float32 so half-precision
+inputs do not lose the small low-frequency differences.
 
 YCbCr is ITU-R BT.601 full range (JPEG/JFIF convention) on [0, 1] values:
 ``Y = 0.299 R + 0.587 G + 0.114 B``, ``Cb = 0.5 + (B − Y) / 1.772``, ``Cr = 0.5 + (R − Y) / 1.402``.

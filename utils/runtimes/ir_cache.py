@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -23,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from utils.checksums import file_sha256
+from utils.checksums import cached_file_sha256
 from utils.config import WEIGHTS_DIR
 from utils.runtimes import ov_core
 
 CACHE_DIR = WEIGHTS_DIR / "openvino"
 BLOB_SUBDIR = "compiled"
-DIGESTS_FILE = "sha256-index.json"
 IR_FORMAT = "1"  # bump when what a conversion stores changes, so old IRs are not reused
 
 # module, example inputs, input shapes (one tuple per input, -1 for a dynamic dimension)
@@ -54,42 +52,15 @@ def _to_stderr(message: str) -> None:
 announce: Callable[[str], None] = _to_stderr
 
 
-def source_digest(path: Path, cache_dir: Path) -> str:
-    """sha256 of ``path``, remembered in ``cache_dir`` by path, size and mtime (weights run to gigabytes)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    index_file = cache_dir / DIGESTS_FILE
-    try:
-        index = json.loads(index_file.read_text())
-    except (OSError, ValueError):
-        index = {}
-    stamp = [stat.st_size, stat.st_mtime_ns]
-    entry = index.get(str(path))
-    if entry and entry[:2] == stamp:
-        return entry[2]
-    digest = file_sha256(path)
-    index[str(path)] = [*stamp, digest]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(index_file, json.dumps(index, indent=0))
-    return digest
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def ir_key(conversion: Conversion, precision: str, cache_dir: Path) -> str:
-    ingredients = {"name": conversion.name, "sources": [source_digest(p, cache_dir) for p in conversion.sources],
+def ir_key(conversion: Conversion, precision: str) -> str:
+    ingredients = {"name": conversion.name, "sources": [cached_file_sha256(p) for p in conversion.sources],
                    "openvino": ov_core.version(), "precision": precision, "format": IR_FORMAT}
     return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
 
 
 def ir_path(conversion: Conversion, precision: str, cache_dir: Path = CACHE_DIR) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", conversion.name.lower()).strip("-")
-    return cache_dir / f"{slug}-{precision}-{ir_key(conversion, precision, cache_dir)[:16]}" / "model.xml"
+    return cache_dir / f"{slug}-{precision}-{ir_key(conversion, precision)[:16]}" / "model.xml"
 
 
 def convert(conversion: Conversion, xml: Path) -> float:

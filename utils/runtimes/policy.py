@@ -1,4 +1,4 @@
-"""Runtime and precision per backend: what each supports, what ``auto`` picks here, what is refused.
+"""Runtime and precision per backend: what ``auto`` picks here, and what is refused.
 
 The settings are the config's top-level ``runtime`` (auto | openvino | torch | ncnn) and ``precision``
 (auto | float32 | bfloat16 | float16). ``auto`` picks, per backend, the runtime measured fastest on the
@@ -20,22 +20,14 @@ Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX (docs/benchmarks.md, "
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection
+from typing import Callable, Collection, Mapping
 
-RUNTIMES = ("auto", "openvino", "torch", "ncnn")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+from utils.config import PRECISIONS, RUNTIMES
 
-# The one table of what can run each backend: backend -> runtime -> precisions that runtime supports
-# for it (a device may allow fewer). The first runtime listed is the CPU default without BF16.
-RUNTIME_SUPPORT: dict[str, dict[str, tuple[str, ...]]] = {
-    "invsr": {"openvino": ("float32", "bfloat16", "float16"), "torch": ("float32", "bfloat16", "float16")},
-    "realesrgan": {"ncnn": ("float32",), "openvino": ("float32", "bfloat16", "float16"),
-                   "torch": ("float32", "bfloat16", "float16")},
-    "span": {"ncnn": ("float32",)},
-    "realesrgan-anime": {"ncnn": ("float32",)},
-    "waifu2x": {"ncnn": ("float32",)},
-    "bicubic": {"torch": ("float32",)},
-}
+# What a backend supports comes from its declaration (utils.settings.SPECS[name].runtimes: runtime ->
+# precisions, a device may allow fewer); callers pass it in. The first runtime listed is the backend's
+# CPU default where OpenVINO does not win.
+Runtimes = Mapping[str, tuple[str, ...]]
 # Backends that OpenVINO runs faster than every other CPU runtime even in float32 (InvSR: 0.63-0.80×
 # torch float32). The others take OpenVINO on a CPU only where it computes bfloat16.
 OPENVINO_EVEN_IN_FLOAT32 = frozenset({"invsr"})
@@ -79,19 +71,8 @@ def this_machine() -> Machine:
     return Machine(lambda: devices.pick_device().type, capabilities, devices.cpu_has_fast_bf16)
 
 
-def check_values(runtime: str, precision: str) -> list[str]:
-    """Problems with the two settings' values alone (no machine needed)."""
-    problems = []
-    if runtime not in RUNTIMES:
-        problems.append(f"runtime must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
-    if precision not in PRECISIONS:
-        problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    return problems
-
-
-def auto_runtime(backend: str, machine: Machine) -> str:
+def auto_runtime(backend: str, supported: Runtimes, machine: Machine) -> str:
     """The runtime measured fastest for ``backend`` on this kind of machine (see the module docstring)."""
-    supported = RUNTIME_SUPPORT[backend]
     if machine.torch_device() != "cpu" and "torch" in supported:
         return "torch"
     if "openvino" in supported:
@@ -114,18 +95,19 @@ def auto_precision(runtime: str, device: str, machine: Machine) -> str:
     return "float32"
 
 
-def choose(backend: str, runtime: str = "auto", precision: str = "auto", machine: Machine | None = None) -> Choice:
-    """The runtime and precision ``backend`` runs with, ``auto`` resolved for ``machine`` (default: this one).
+def choose(backend: str, supported: Runtimes, runtime: str = "auto", precision: str = "auto",
+           machine: Machine | None = None) -> Choice:
+    """The runtime and precision ``backend`` (which ``supported`` runtimes -> precisions) runs with,
+    ``auto`` resolved for ``machine`` (default: this one).
 
     Raises RuntimeRefused for a value or combination that cannot run, naming what can.
     """
-    problems = check_values(runtime, precision)
-    if problems:
-        raise RuntimeRefused("; ".join(problems))
+    for name, value, values in (("runtime", runtime, RUNTIMES), ("precision", precision, PRECISIONS)):
+        if value not in values:
+            raise RuntimeRefused(f"{name} must be one of {', '.join(values)} (got {value!r})")
     machine = machine or this_machine()
-    supported = RUNTIME_SUPPORT[backend]
     if runtime == "auto":
-        runtime = auto_runtime(backend, machine)
+        runtime = auto_runtime(backend, supported, machine)
     elif runtime not in supported:
         raise RuntimeRefused(f"runtime {runtime} cannot run {backend}; it runs on {', '.join(supported)}")
     if runtime == "openvino":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from utils.backends import BACKENDS, Availability
 from utils.runtimes.policy import RuntimeRefused, choose
+from utils.settings import SPECS
 
 # Picker order: the offline models first, most general first; every registered backend has an entry.
 NAMES = {
@@ -58,7 +59,7 @@ class ModelEntry:
 def runs_on(backend: str) -> str:
     """"runs on openvino bfloat16 here": the runtime and precision ``auto`` picks on this machine."""
     try:
-        return f"runs on {choose(backend).describe()} here"
+        return f"runs on {choose(backend, SPECS[backend].runtimes).describe()} here"
     except RuntimeRefused as exc:
         return str(exc)
 

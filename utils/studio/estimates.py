@@ -12,9 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from utils.backends import BACKENDS
-from utils.backends.invsr.sampling import patch_size
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.tiling.chopping import FEATHER, PatchGrid, context_grid
 
 # Measured on 2026-11-22. Seconds per megapixel of tile area (context margins included) through each
@@ -79,9 +77,9 @@ def about(seconds: float) -> str:
 
 def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
     """Tiles and seconds for an h×w input with ``settings`` (whose backend names the model)."""
-    cls = BACKENDS[settings.backend]
+    settings = settings.for_input(h, w)
     if settings.backend == "invsr":
-        pch = patch_size(settings, h, w)
+        pch = settings.tile_size
         h, w = max(h, pch), max(w, pch)  # the input is reflect-padded to at least one patch
         if (h, w) != (pch, pch):
             h, w = (math.ceil(side / INVSR_PAD_MULTIPLE) * INVSR_PAD_MULTIPLE for side in (h, w))
@@ -89,10 +87,10 @@ def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
         steps = len(settings.timesteps) * (2 if settings.cfg_scale > 1 else 1)  # guidance doubles the UNet
         seconds_per_pixel = (INVSR_PATCH_SECONDS + steps * INVSR_STEP_SECONDS) / INVSR_REFERENCE_PATCH ** 2
     else:
-        margin = cls.context_margin if settings.tile_margin is None else settings.tile_margin
+        margin = settings.tile_margin
         grid = context_grid(h, w, settings.tile_size, margin)
         pch = settings.tile_size + 2 * margin + FEATHER
-        seconds_per_pixel = SECONDS_PER_MEGAPIXEL[settings.backend, cls.native_scale(settings)] / 1e6
+        seconds_per_pixel = SECONDS_PER_MEGAPIXEL[settings.backend, settings.native_scale()] / 1e6
     if settings.smart_chopping:
         # Smart chopping's grid follows the content: count it at the least and the most overlap.
         tiles = sorted(len(PatchGrid.regular(h, w, pch, max(1, round(pch * (1 - overlap)))))

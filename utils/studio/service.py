@@ -32,11 +32,12 @@ from utils.config import ConfigError
 from utils.evaluation.niqe import ImageTooSmall, niqe
 from utils.pipeline.chain import Cancelled, bicubic_reference, to_array, to_tensor, upscale_image
 from utils.pipeline.limits import LimitError
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.studio.paths import PathRefused, extract_zip, is_inside, resolve_folder
 from utils.studio.catalog import unavailable_line
 from utils.studio.estimates import Eta, estimate
-from utils.studio.settings import Settings, applies_only_to, config_for, inapplicable, scale_label
+from utils.settings import unread_message, unread_settings
+from utils.studio.settings import Settings, config_for, scale_label
 
 log = logging.getLogger("sr-studio")
 
@@ -118,7 +119,7 @@ class Studio:
         return (name, *self._configure(s, name))
 
     def _configure(self, s: Settings, name: str) -> tuple[DictConfig, RunSettings]:
-        refused = [applies_only_to(field, name) for field in inapplicable(vars(s), name)]
+        refused = [unread_message(setting, name) for setting in unread_settings(vars(s), name)]
         if refused:
             raise user_error("; ".join(refused))
         try:
@@ -236,7 +237,7 @@ class Studio:
             tagged = src.with_name(f"{src.stem}_{run.backend}_{scale_label(run.outscale)}{src.suffix}")
             result_path = write_image(out_dir / output_name(tagged, run.output_format), result, quality=run.quality)
             # The slider's "before": the input bicubic-upscaled to the result's size (display only, so JPEG).
-            before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)))
+            before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)).clamp(0, 1))
             before_path = write_image(out_dir / "bicubic.jpg", img.with_pixels(before_rgb, None), quality=90)
         summary = info.summary()
         if settings.get("niqe"):

@@ -1,34 +1,23 @@
-"""The studio's settings: one definition shared by the Single and Batch tabs and the API, which of
-them each backend reads (the page disables the others, the API and the CLI refuse them), and their
-translation into config overrides (the same keys the CLI sets). Values are checked once, by
-:func:`utils.config.validate_config`, when the run's settings are made."""
+"""The studio's settings: one definition shared by the Single and Batch tabs and the API, and their
+translation into config overrides (the same keys the CLI sets). Which of them each backend reads (the
+page disables the others, the API and the CLI refuse them) comes from the backends' specs
+(:mod:`utils.settings`). Values are checked once, when the run's settings are made."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.backends import BACKENDS
-from utils.config import TILE_SIZE_KEY, TILED_SECTIONS, names_list, parse_timesteps, with_overrides
+from utils.config import parse_timesteps, with_overrides
+from utils.settings import BACKEND_SPECIFIC, SPECS, config_key
 
 MIN_OVERLAP_RANGE = (0.15, 0.40)
 MAX_OVERLAP_RANGE = (0.40, 0.60)
 TILE_SIZE_RANGE = (32, 1024)      # the page's slider, input pixels; the config allows any size ≥ 16
 OVERLAP_RANGE = (0, 64)           # context pixels per tile side
 OUTSCALES = (2, 3, 4)             # the page's choices; the API takes any scale the config allows
-
-# Settings only some backends read, with the value that means "not set". The stages
-# (adaptive scheduler and guidance, attention fusion) are refused by the config validation itself.
-BACKEND_SPECIFIC = {
-    "num_steps": (("invsr",), None),
-    "timesteps": (("invsr",), ""),
-    "seed": (("invsr",), None),
-    "overlap": (TILED_SECTIONS, None),   # InvSR patches always overlap by half (the reference grid)
-    "denoise": (("waifu2x",), None),
-}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -49,7 +38,7 @@ class Settings:
     denoise: Optional[int]         # waifu2x: -1 (off) to 3
     color_fix: str
     attention_fusion: bool
-    fusion_method: str
+    fusion_method: Optional[str]
     edge_enhancement: bool
     edge_strength: float
     outscale: float
@@ -88,30 +77,25 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def applicable(self) -> "Settings":
-        """These settings with those the backend does not read unset: the page sends every control's
-        value, including the disabled ones."""
-        return self.replace(**{name: unset for name, (names, unset) in BACKEND_SPECIFIC.items()
-                               if self.backend not in names})
+        """These settings with those the backend does not read unset (off, "" or None): the page sends
+        every control's value, including the disabled ones."""
+        reads = SPECS[self.backend].reads
+        return self.replace(**{f.name: _unset(f) for f in dataclasses.fields(self)
+                               if f.name in BACKEND_SPECIFIC and f.name not in reads})
+
+
+def _unset(f: dataclasses.Field):
+    return False if f.type == "bool" else "" if f.name == "timesteps" else None
 
 
 def tiling_defaults(cfg: DictConfig, backend: str) -> dict[str, Optional[int]]:
-    """The backend's tile size and overlap (its model's context margin unless the config sets one)."""
-    overlap = None
-    if backend in TILED_SECTIONS:
-        margin = cfg[backend].tile_margin
-        overlap = int(margin) if margin is not None else BACKENDS[backend].context_margin
-    return {"tile_size": int(OmegaConf.select(cfg, TILE_SIZE_KEY[backend])), "overlap": overlap}
-
-
-def inapplicable(values: Mapping[str, Any], backend: str) -> list[str]:
-    """Names of the settings in ``values`` that are set although ``backend`` does not read them."""
-    return [name for name, (names, unset) in BACKEND_SPECIFIC.items()
-            if values.get(name, unset) not in (unset, None) and backend not in names]
-
-
-def applies_only_to(name: str, backend: str) -> str:
-    """"num_steps applies only to invsr, not realesrgan" (the config validation's wording for stages)."""
-    return f"{name} applies only to {names_list(BACKEND_SPECIFIC[name][0])}, not {backend}"
+    """The backend's tile size and overlap: the config's, else the spec's (no overlap for InvSR, whose
+    patches overlap by half)."""
+    spec = SPECS[backend]
+    tile = OmegaConf.select(cfg, spec.tile_key)
+    margin = None if spec.margin_key is None else OmegaConf.select(cfg, spec.margin_key)
+    return {"tile_size": spec.tile_size if tile is None else int(tile),
+            "overlap": spec.context_margin if margin is None else int(margin)}
 
 
 def config_for(cfg: DictConfig, s: Settings, backend: str) -> DictConfig:
@@ -125,19 +109,21 @@ def config_for(cfg: DictConfig, s: Settings, backend: str) -> DictConfig:
         "postprocess.min_overlap": s.min_overlap,
         "postprocess.max_overlap": s.max_overlap,
         "postprocess.attention_fusion": bool(s.attention_fusion),
-        "postprocess.fusion_method": s.fusion_method,
         "postprocess.edge_enhancement": s.edge_strength if s.edge_enhancement else 0.0,
         "postprocess.adaptive_guidance": bool(s.adaptive_guidance),
         "outscale": _number(s.outscale),
         "output.format": s.format,
         "output.quality": _whole(s.quality),
     }
-    optional = {"num_steps": s.num_steps, "seed": s.seed, TILE_SIZE_KEY[backend]: s.tile_size}
-    if backend in TILED_SECTIONS:
-        optional[f"{backend}.tile_margin"] = s.overlap
-    if backend == "waifu2x":
-        optional["waifu2x.denoise"] = s.denoise
-    overrides.update({key: _whole(value) for key, value in optional.items() if value is not None})
+    spec = SPECS[backend]
+    # The default tile size left as it is keeps the backend's rule for large inputs (InvSR's 256).
+    tile = None if s.tile_size == spec.tile_size and OmegaConf.select(cfg, spec.tile_key) is None else s.tile_size
+    optional = {setting: value for setting, value in (("num_steps", s.num_steps), ("seed", s.seed),
+                                                      ("tile_size", tile), ("overlap", s.overlap),
+                                                      ("denoise", s.denoise), ("fusion_method", s.fusion_method))
+                if setting in spec.reads}
+    overrides.update({config_key(setting, backend): _whole(value) for setting, value in optional.items()
+                      if value is not None})
     if s.timesteps or s.num_steps is not None:  # either replaces the YAML's timesteps
         overrides["timesteps"] = parse_timesteps(s.timesteps)
     return with_overrides(cfg, overrides)

@@ -19,11 +19,12 @@ import gradio as gr
 
 from datapipe.image_io import image_size
 from utils.backends import BACKENDS, backend_status
-from utils.config import COLOR_FIX_METHODS, FUSION_METHODS, OUTPUT_FORMATS, STAGE_BACKENDS
+from utils.config import COLOR_FIX_METHODS, FUSION_METHODS, OUTPUT_FORMATS
+from utils.settings import BACKEND_SPECIFIC, STAGES, readers
 from utils.studio.catalog import NAMES, label, models_markdown, name, unavailable_line
 from utils.studio.presets import PRESETS
 from utils.studio.service import RESULT_TTL_SECONDS, Studio
-from utils.studio.settings import (BACKEND_SPECIFIC, MAX_OVERLAP_RANGE, MIN_OVERLAP_RANGE, OUTSCALES, OVERLAP_RANGE,
+from utils.studio.settings import (MAX_OVERLAP_RANGE, MIN_OVERLAP_RANGE, OUTSCALES, OVERLAP_RANGE,
                                    TILE_SIZE_RANGE, Settings, scale_label, tiling_defaults)
 
 MODEL_GROUP = "model"             # one concurrency group for every event that runs a model
@@ -50,11 +51,12 @@ INFO = {
     "denoise": "JPEG noise removal: -1 off, 3 strongest",
     "color_fix": "match the result's colours to the input (wavelet: keep detail, fix tint)",
     "attention_fusion": "blend in the bicubic upscale where the result has weak edges",
+    "fusion_method": "weighted: a soft blend; max: per pixel, the result or the bicubic, whichever weighs more",
     "edge_enhancement": "edge-aware sharpening of the result",
     "niqe": "no-reference naturalness of the result and of bicubic, lower is better (≈ 0.1 s per MP)",
 }
 INVSR_INFO = {"overlap": "InvSR: patches overlap by half",
-              "tile_size": "InvSR: 256 for inputs from 512×512 up, as its reference does"}
+              "tile_size": "InvSR: left at 128, inputs from 512×512 up use 256, as its reference does"}
 
 
 class ImageUpload(gr.Image):
@@ -178,11 +180,11 @@ def settings_panel(defaults: Settings) -> tuple[dict[str, gr.components.Componen
     return c, model_note, estimate
 
 
-def applies_to() -> dict[str, tuple[str, ...]]:
-    """Setting -> the backends that read it, for the controls the chosen backend changes: those some
-    backends ignore or refuse, and the tile size (whose note differs for InvSR)."""
-    return {"tile_size": tuple(BACKENDS), **{key: names for key, (names, _) in BACKEND_SPECIFIC.items()},
-            **STAGE_BACKENDS}
+def applies_to() -> dict[str, list[str]]:
+    """Setting -> the backends that read it (from their specs), for the page's controls the chosen
+    backend changes: those some backends do not read, and the tile size (whose note differs for InvSR)."""
+    controls = [f.name for f in fields(Settings)]
+    return {key: readers(key) for key in controls if key in BACKEND_SPECIFIC or key == "tile_size"}
 
 
 def history_entry(done) -> dict:
@@ -233,7 +235,7 @@ class Page:
             if backend == "invsr":
                 info = INVSR_INFO.get(key, info)
             # A stage the backend refuses is unticked, so the run is not refused for a greyed-out box.
-            untick = {} if on or key in BACKEND_SPECIFIC else {"value": False}
+            untick = {"value": False} if not on and key in STAGES else {}
             updates.append(gr.update(interactive=on, info=info, **untick))
         return [note] + updates
 

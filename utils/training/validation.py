@@ -24,7 +24,7 @@ from utils.backends.invsr.sampling import upscale
 from utils.config import load_config, with_overrides
 from utils.evaluation.metrics import LPIPS, psnr_y
 from utils.pipeline.chain import bicubic_reference, to_array, to_tensor
-from utils.pipeline.settings import RunSettings
+from utils.settings import RunSettings
 from utils.postprocess.color_fix import color_fix
 from utils.training.data import center_crop
 from utils.training.degradation import DegradationParams, degrade

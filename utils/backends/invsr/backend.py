@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -29,14 +30,14 @@ class InvSRBackend(Backend):
     name = "invsr"
 
     def __init__(self, cfg: DictConfig):
-        self.weights, params, self.choice, tiling = _model_spec(cfg)
+        self.weights, params, self.choice, self.vae_tiling = _model_spec(cfg)
         if self.choice.runtime == "openvino":
             from utils.backends.invsr.openvino_models import load_openvino_models
 
             self.models = load_openvino_models(self.weights, params, self.choice.precision)
         else:
             self.models = load_models(self.weights, params, torch.device(self.choice.device),
-                                      torch_dtype(self.choice), tiling)
+                                      torch_dtype(self.choice), self.vae_tiling)
 
     @classmethod
     def availability(cls, cfg: DictConfig) -> Availability:
@@ -55,10 +56,16 @@ class InvSRBackend(Backend):
     def device(self) -> str:
         return str(self.models.device)
 
+    def weight_files(self) -> list[Path]:
+        return [self.weights.sd_dir, self.weights.noise_predictor]
+
+    def engine(self) -> dict[str, str]:
+        return {"runtime": self.choice.runtime, "precision": self.choice.precision, "device": self.models.device.type}
+
     @property
     def identity(self) -> dict:
-        return {"backend": self.name, "model": f"{self.weights.sd_dir.name}+{self.weights.noise_predictor.name}",
-                "runtime": self.choice.runtime, "precision": self.choice.precision}
+        # diffusers' tiled VAE (CUDA only) decodes differently from the whole-latent VAE.
+        return {**super().identity, "tiled_vae": self.vae_tiling}
 
     def upscale(self, lr: torch.Tensor, settings, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         return sampling.upscale(self.models, lr, settings, progress)

@@ -21,7 +21,8 @@ from utils.backends.invsr.models import lr_multiple, load_predictor, prompt_embe
     vae_moments
 from utils.backends.invsr.sampling import NEGATIVE_PROMPT, POSITIVE_PROMPT
 from utils.backends.invsr.weights import InvSRWeights
-from utils.runtimes.ir_cache import CACHE_DIR, Conversion, load_compiled, source_digest
+from utils.checksums import cached_file_sha256
+from utils.runtimes.ir_cache import CACHE_DIR, Conversion, load_compiled
 from utils.runtimes.ov_core import CompiledModule
 
 # The noise predictor's latent is the VAE's: 4 channels at 1/8 of the ×4 image, i.e. half the LR size.
@@ -105,11 +106,12 @@ def cached_prompt_embeds(sd_dir: Path, cache_dir: Path = CACHE_DIR,
     from safetensors.torch import load_file, save_file
 
     sources = [*_weight_files(sd_dir / "text_encoder"), *sorted((sd_dir / "tokenizer").glob("*"))]
-    key = json.dumps({"sources": [source_digest(p, cache_dir) for p in sources], "texts": texts})
+    key = json.dumps({"sources": [cached_file_sha256(p) for p in sources], "texts": texts})
     path = cache_dir / f"prompt-embeds-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
     if not path.is_file():
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        cache_dir.mkdir(parents=True, exist_ok=True)
         tokenizer = CLIPTokenizer.from_pretrained(str(sd_dir), subfolder="tokenizer", local_files_only=True)
         encoder = CLIPTextModel.from_pretrained(str(sd_dir), subfolder="text_encoder", local_files_only=True).eval()
         embeds = {f"prompt{i}": prompt_embeddings(tokenizer, encoder, text).float().contiguous()

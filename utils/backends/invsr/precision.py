@@ -12,12 +12,13 @@ from omegaconf import DictConfig
 from utils.backends.base import BackendUnavailable
 from utils.config import runtime_setting
 from utils.runtimes.policy import Choice, RuntimeRefused, choose
+from utils.settings import SPECS
 
 
 def runtime_choice(cfg: DictConfig) -> Choice:
     """How InvSR runs for ``cfg``; BackendUnavailable for a combination that cannot run here."""
     try:
-        return choose("invsr", *runtime_setting(cfg))
+        return choose("invsr", SPECS["invsr"].runtimes, *runtime_setting(cfg))
     except RuntimeRefused as exc:
         raise BackendUnavailable(str(exc)) from exc
 

@@ -21,32 +21,25 @@ import torch.nn.functional as F
 from utils.backends.invsr.models import vae_moments
 from utils.config import SCALE
 from utils.tiling.chopping import PatchGrid, ProgressFn, blend_patches, pad_to_multiple, reflect_pad_to_patch
+from utils.settings import RunSettings
 from utils.tiling.smart_chopping import plan_chopping
 
 if TYPE_CHECKING:
     from utils.backends.invsr.models import InvSRModels
-    from utils.pipeline.settings import RunSettings
 
 POSITIVE_PROMPT = ("Cinematic, high-contrast, photo-realistic, 8k, ultra HD, meticulous detailing, "
                    "hyper sharpness, perfect without deformations")
 NEGATIVE_PROMPT = ("Low quality, blurring, jpeg artifacts, deformed, over-smooth, cartoon, noisy, "
                    "painting, drawing, sketch, oil painting")
-# The reference switches to 256-pixel patches for inputs of at least this many LR pixels.
-LARGE_INPUT_PIXELS = 512 ** 2
-LARGE_PATCH = 256
 
 
-def patch_size(settings: "RunSettings", h: int, w: int) -> int:
-    """LR patch size: the configured one, or 256 for large inputs (as the reference does)."""
-    return LARGE_PATCH if h * w >= LARGE_INPUT_PIXELS else settings.tile_size
-
-
-def upscale(m: "InvSRModels", im_lq: torch.Tensor, settings: "RunSettings",
+def upscale(m: "InvSRModels", im_lq: torch.Tensor, settings: RunSettings,
             progress: Optional[ProgressFn] = None) -> torch.Tensor:
-    """b×3×h×w in [0, 1] -> b×3×4h×4w float32 CPU tensor in [0, 1] (no colour fix: the pipeline does it)."""
+    """b×3×h×w in [0, 1] -> b×3×4h×4w float32 CPU tensor in [0, 1] (no colour fix: the pipeline does it).
+    The LR patch size is ``settings.for_input(h, w).tile_size`` (the reference's rule unless one is set)."""
     x = im_lq.to(m.device, torch.float32)
     b, _, h, w = x.shape
-    pch = patch_size(settings, h, w)
+    pch = settings.for_input(h, w).tile_size
     padded, top, left = reflect_pad_to_patch(x, pch)
     if padded.shape[-2:] != (pch, pch):
         padded = pad_to_multiple(padded, m.mod_lq)
@@ -61,7 +54,7 @@ def upscale(m: "InvSRModels", im_lq: torch.Tensor, settings: "RunSettings",
     return out.clamp(0.0, 1.0)  # outside inference mode: callers get an ordinary tensor
 
 
-def sample_patches(m: "InvSRModels", lr: torch.Tensor, settings: "RunSettings", gen_vae: list[torch.Generator],
+def sample_patches(m: "InvSRModels", lr: torch.Tensor, settings: RunSettings, gen_vae: list[torch.Generator],
                    gen_noise: list[torch.Generator]) -> torch.Tensor:
     """n×3×p×p LR patches in [0, 1] -> n×3×4p×4p float32 in [0, 1] (one InvSR run, no padding).
 
