@@ -63,9 +63,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def startup_seconds(backend: str, runtime: str, precision: str, src: Path, dst: Path, extra: list[str]) -> float:
     """Wall time of the CLI as a new process on a one-tile input (model read from the cache)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(PROJECT_ROOT / "inference_invsr.py"), "-i", str(src), "-o", str(dst),
-                    "--backend", backend, "--runtime", runtime, "--precision", precision, "--overwrite", *extra],
-                   check=True, capture_output=True)
+    res = subprocess.run([sys.executable, str(PROJECT_ROOT / "inference_invsr.py"), "-i", str(src), "-o", str(dst),
+                          "--backend", backend, "--runtime", runtime, "--precision", precision, "--overwrite", *extra],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"the CLI failed ({backend} {runtime} {precision}): {res.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -100,12 +102,13 @@ def run_runtime_benchmark(backends: list[str], size: int, repeats: int, config: 
         rows = []
         for key in calls:
             runtime, precision = key.split()
-            startup = startup_seconds(name, runtime, precision, small, tmp / "startup_out.png", cli_extra)
             m = measured[key]
             rows.append([name, runtime, precision, f"{m.median:.2f}", f"{m.median / measured[fastest_ref].median:.2f}×",
                          "ref" if key == references[0] else f"{psnr(outputs[key], outputs[references[0]]):.1f}",
-                         f"{loads[runtime, precision]:.0f}", f"{m.delta_mb:.0f}", f"{startup:.1f}"])
+                         f"{loads[runtime, precision]:.0f}", f"{m.delta_mb:.0f}"])
             print(fmt_row(rows[-1]), file=sys.stderr, flush=True)
+        for row in rows:  # after the timed runs: a new process competes for the CPU
+            row.append(f"{startup_seconds(name, row[1], row[2], small, tmp / 'startup_out.png', cli_extra):.1f}")
         rows_by_backend[name] = (rows, fastest_ref, references[0])
     lines = [
         "## Runtimes and precisions", "",
