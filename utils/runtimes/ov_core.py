@@ -48,9 +48,12 @@ def compile_config(precision: str) -> dict[str, Any]:
 
 def compile_ir(xml: Path, precision: str, blob_cache: Path) -> Any:
     """Compile the IR at ``xml`` for the CPU; OpenVINO keeps the compiled blob in ``blob_cache`` so the
-    next process skips compilation."""
+    next process skips compilation. The blob holds no weights (``OPTIMIZE_SIZE``: they are read from the
+    IR beside it), else SD-Turbo's UNet would be stored twice (3.5 GB more); x4plus still compiles from
+    it in 0.3 s."""
     blob_cache.mkdir(parents=True, exist_ok=True)
-    return core().compile_model(str(xml), DEVICE, {**compile_config(precision), "CACHE_DIR": str(blob_cache)})
+    return core().compile_model(str(xml), DEVICE, {**compile_config(precision), "CACHE_DIR": str(blob_cache),
+                                                   "CACHE_MODE": "OPTIMIZE_SIZE"})
 
 
 class CompiledModule:
