@@ -10,12 +10,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import socket
 import struct
 import tempfile
+import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
@@ -26,6 +29,13 @@ WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
                  ".tif": "TIFF", ".tiff": "TIFF"}
 EXIF_ORIENTATION = 0x0112
 PART_SUFFIX = ".part"
+# A temp file's name: .<target>.<mkstemp's random letters>@<writer's host>.<writer's PID>.part. Host
+# names never hold "@", and mkstemp's letters neither "@" nor ".", so the name parses unambiguously.
+PART_NAME = re.compile(r"\..+\.[a-z0-9_]+@(?P<host>[A-Za-z0-9._-]+)\.(?P<pid>\d+)" + re.escape(PART_SUFFIX))
+# Before host names: .<target>.<random>.<PID>.part (the writer's host is unknown).
+HOSTLESS_PART_NAME = re.compile(r"\..+\.[a-z0-9_]+\.(?P<pid>\d+)" + re.escape(PART_SUFFIX))
+# A part this old is abandoned whoever wrote it: no image takes a day to write.
+STALE_PART_SECONDS = 24 * 3600
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -82,20 +92,23 @@ def list_images(folder: os.PathLike | str, recursive: bool = False) -> list[Path
     return sorted(p for p in found if is_image_file(p) and p.is_file())
 
 
-def image_size(path: os.PathLike | str) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageError(path, _bomb_reason(exc, None)) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, f"not a readable image ({_reason(exc)})") from exc
+def image_size(path: os.PathLike | str, max_pixels: Optional[int] = None) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels; a bad file gives the same
+    ImageError as :func:`read_image` with the same ``max_pixels``."""
+    with _opened(path, max_pixels) as im:
+        return im.size
 
 
 def read_image(path: os.PathLike | str, max_pixels: Optional[int] = None) -> LoadedImage:
     """Decode ``path``; ``max_pixels`` is checked against the header before any pixel is decoded, and
     Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) caps it."""
+    with _opened(path, max_pixels) as im:
+        return _decode(Path(path), im, max_pixels)
+
+
+@contextmanager
+def _opened(path: os.PathLike | str, max_pixels: Optional[int]) -> Iterator[Image.Image]:
+    """The image opened by Pillow; any problem with the file (inside the block too) as one ImageError."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "file not found")
@@ -103,7 +116,7 @@ def read_image(path: os.PathLike | str, max_pixels: Optional[int] = None) -> Loa
         raise ImageError(path, "the file is empty (0 bytes)")
     try:
         with Image.open(path) as im:
-            return _decode(path, im, max_pixels)
+            yield im
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -324,8 +337,10 @@ def write_atomic(path: os.PathLike | str, data: bytes) -> Path:
     """Write ``data`` to a temp file in the target folder, fsync, rename: readers see all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's PID in the name lets a later run tell a crashed writer's leftovers from live ones.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}{PART_SUFFIX}", dir=path.parent)
+    # The writer's host and PID in the name let a later run, on any node of a shared folder, tell a
+    # crashed writer's leftovers from live ones (see remove_stale_parts).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"@{_host()}.{os.getpid()}{PART_SUFFIX}",
+                               dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get normal file permissions
         with os.fdopen(fd, "wb") as f:
@@ -340,14 +355,35 @@ def write_atomic(path: os.PathLike | str, data: bytes) -> Path:
 
 
 def remove_stale_parts(folder: os.PathLike | str) -> list[Path]:
-    """Delete temp files left in ``folder`` by writers that died (e.g. killed mid-write)."""
+    """Delete temp files left in ``folder`` by writers that died (e.g. killed mid-write).
+
+    The folder may be shared between nodes (a Ray cluster), where another host's PIDs mean nothing
+    here: a part goes when this host wrote it and its PID is dead, or when it is older than a day.
+    Parts without a host in their name (older versions) count as another host's.
+    """
     removed = []
     for part in Path(folder).glob(f".*{PART_SUFFIX}"):
-        pid = part.name[: -len(PART_SUFFIX)].rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if _is_stale_part(part):
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
+
+
+def _is_stale_part(part: Path) -> bool:
+    named = PART_NAME.fullmatch(part.name)
+    if named is None and HOSTLESS_PART_NAME.fullmatch(part.name) is None:
+        return False  # not a part this module wrote
+    if named is not None and named["host"] == _host() and not _pid_alive(int(named["pid"])):
+        return True
+    try:
+        return time.time() - part.stat().st_mtime > STALE_PART_SECONDS
+    except FileNotFoundError:  # finished or removed meanwhile
+        return False
+
+
+def _host() -> str:
+    """This machine's name as it appears in temp-file names (characters outside a host name replaced)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 
 
 def _pid_alive(pid: int) -> bool:

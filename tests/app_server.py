@@ -47,7 +47,9 @@ def running_app_process(workdir: Path, *extra_args: str) -> Iterator[tuple[str, 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log_path = workdir / "server.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    # The studio times each model once and keeps that in the user's cache: here, in the test's folder.
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           "XDG_CACHE_HOME": str(workdir / "cache")}
     args = [sys.executable, str(PROJECT_ROOT / "app.py"), "--server-port", str(port),
             "--batch-root", str(workdir / "inputs"), "--output-root", str(workdir / "outputs"), *extra_args]
     with open(log_path, "wb") as log:

@@ -194,11 +194,11 @@ def test_an_unavailable_backend_gets_the_pages_one_line_reason(client, cfg, work
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(backend="span", num_steps=2), "num_steps applies only to invsr, not span"),
-    (dict(backend="bicubic", seed=3), "seed applies only to invsr, not bicubic"),
-    (dict(backend="span", denoise=1), "denoise applies only to waifu2x, not span"),
-    (dict(backend="bicubic", attention_fusion=True), "attention_fusion applies only to"),
-    (dict(tile_size=7), r"realesrgan\.tile_size must be null \(the model's default\) or an integer ≥ 16 \(got 7\)"),
+    (dict(backend="span", num_steps=2), "Steps applies only to InvSR, not SPAN"),
+    (dict(backend="bicubic", seed=3), "Seed applies only to InvSR, not Bicubic"),
+    (dict(backend="span", denoise=1), "waifu2x denoise applies only to waifu2x, not SPAN"),
+    (dict(backend="bicubic", attention_fusion=True), "Attention fusion applies only to"),
+    (dict(tile_size=7), r"^Tile size must be a whole number of at least 16 px \(got 7\)$"),
     (dict(backend="nope"), "unknown backend 'nope'")])
 def test_settings_that_cannot_apply_are_refused(client, tmp_path, settings, message):
     crop(16).save(tmp_path / "crop.png")
@@ -228,7 +228,7 @@ def test_upload_over_max_file_size_is_refused(client, tmp_path):
 
 def test_bad_setting_is_an_error(client, tmp_path):
     crop(16).save(tmp_path / "crop.png")
-    with pytest.raises(AppError, match="smart chopping overlaps must satisfy 0 ≤ min_overlap < max_overlap"):
+    with pytest.raises(AppError, match="smart chopping overlaps must satisfy 0 ≤ Least overlap < Most overlap"):
         client.predict(handle_file(str(tmp_path / "crop.png")), min_overlap=0.5, max_overlap=0.45,
                        api_name="/upscale")
 
@@ -242,19 +242,19 @@ def test_batch_folder_reports_each_file_and_resumes(client, work):
     rows = table_rows(table)
     assert rows["good.png"] == ("ok", "")
     assert rows["corrupt.jpg"][0] == "error" and "corrupt.jpg: not a readable image" in rows["corrupt.jpg"][1]
-    out = work / "outputs" / "set_x4"
+    out = work / "outputs" / "set_realesrgan_x4"
     assert Image.open(out / "good.png").size == (128, 128)
     assert sorted(p.name for p in folder.iterdir()) == ["corrupt.jpg", "good.png"]  # inputs untouched
     assert zipfile.ZipFile(archive).namelist() == ["good.png"]
     assert Path(archive).name == "set_realesrgan_x4.zip"  # named by the folder, backend and scale
-    assert summary == "1 ok, 1 error → outputs/set_x4; zip: set_realesrgan_x4.zip"  # no server path
+    assert summary == "1 ok, 1 error → outputs/set_realesrgan_x4; zip: set_realesrgan_x4.zip"  # no server path
 
     table, _, _ = client.predict(folder="set", api_name="/batch")
     assert table_rows(table)["good.png"] == ("skipped", "same input and settings")
     # Another colour fix redoes the file and says why; the zip then holds the new result.
     before = (out / "good.png").read_bytes()
     table, archive, _ = client.predict(folder="set", color_fix="none", api_name="/batch")
-    assert table_rows(table)["good.png"] == ("ok", "redone: settings changed (color_fix)")
+    assert table_rows(table)["good.png"] == ("ok", "redone: colour fix changed")
     assert (out / "good.png").read_bytes() != before
     assert zipfile.ZipFile(archive).read("good.png") == (out / "good.png").read_bytes()
 
@@ -270,7 +270,7 @@ def test_a_file_symlinked_into_the_batch_root_from_outside_is_refused(client, wo
     assert rows["inside.png"][0] == "ok"
     assert rows["secret.png"] == ("error", "secret.png: a symbolic link leading outside the batch root; refused")
     assert zipfile.ZipFile(archive).namelist() == ["inside.png"]
-    assert not (work / "outputs" / "linked_x4" / "secret.png").exists()
+    assert not (work / "outputs" / "linked_realesrgan_x4" / "secret.png").exists()
 
 
 @pytest.mark.parametrize("name", ["..", "../elsewhere", "set/../../elsewhere", "{work}/elsewhere", "/etc", "escape"])
@@ -308,7 +308,7 @@ def test_cancel_stops_between_images_without_partial_files_and_rerun_resumes(cli
     folder.mkdir()
     for i in range(6):  # enough work left after the first result for the cancel to land mid-batch
         crop(64, left=20 * i).save(folder / f"img{i}.png")
-    out = work / "outputs" / "many_x4"
+    out = work / "outputs" / "many_realesrgan_x4"
     job = client.submit(folder="many", api_name="/batch")
     deadline = time.monotonic() + 120
     while not list(out.glob("*.png")):

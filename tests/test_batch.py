@@ -1,14 +1,12 @@
 """The file/batch layer: per-file errors with tracebacks kept, resume records, never over an input."""
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from tests.conftest import run_settings
+from tests.conftest import interrupted_write, run_settings
 from utils.backends.bicubic import BicubicBackend
 from utils.batch.naming import plan_paths
 from utils.batch.records import record_path
@@ -88,14 +86,10 @@ def test_a_rerun_redoes_only_changed_settings(cfg, tmp_path):
 def test_stale_temp_files_of_dead_writers_are_removed_before_a_batch(cfg, tmp_path):
     src, out = make_inputs(tmp_path / "in"), tmp_path / "out"
     out.mkdir()
-    dead = os.fork()
-    if dead == 0:
-        os._exit(0)
-    os.waitpid(dead, 0)
-    leftover = out / f".a.png.x1y2.{dead}.part"
-    leftover.write_bytes(b"half a png")
-    live = out / f".a.png.z9.{os.getpid()}.part"
-    live.write_bytes(b"being written")
-    time.sleep(0.01)
-    process_batch(plan_paths(src, out, "png")[:1], BicubicBackend(cfg), run_settings(cfg, "bicubic"))
-    assert not leftover.exists() and live.exists()
+    _, leftover = interrupted_write(out / "a.png")
+    writer, live = interrupted_write(out / "b.png", hold=True)
+    try:
+        process_batch(plan_paths(src, out, "png")[:1], BicubicBackend(cfg), run_settings(cfg, "bicubic"))
+        assert not leftover.exists() and live.exists()
+    finally:
+        writer.communicate(timeout=60)

@@ -3,6 +3,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from PIL import Image, ImageCms
 from datapipe.image_io import (PART_SUFFIX, ImageError, LoadedImage, encode_image, image_size, list_images,
                                read_image, remove_stale_parts, write_image)
 from utils.backends.bicubic import BicubicBackend
-from tests.conftest import run_settings
+from tests.conftest import interrupted_write, run_settings
 from utils.batch.runner import process_one
 from utils.pipeline.chain import upscale_image
 
@@ -262,17 +263,37 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
-def test_stale_parts_of_dead_writers_are_removed(tmp_path):
-    # write_atomic names its temp file .<target>.<random>.<writer pid>.part
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
-    dead = tmp_path / f".a.png.k2j9x1.{int(finished.stdout)}{PART_SUFFIX}"
-    live = tmp_path / f".b.png.q8w7e6.{os.getpid()}{PART_SUFFIX}"
-    unrelated = [tmp_path / "a.png", tmp_path / f".download{PART_SUFFIX}", tmp_path / f"c.png.1{PART_SUFFIX}"]
-    for path in [dead, live, *unrelated]:
+def test_a_part_goes_when_its_writer_on_this_host_dies_not_while_it_lives(tmp_path):
+    writer, part = interrupted_write(tmp_path / "a.png", hold=True)
+    try:
+        assert remove_stale_parts(tmp_path) == [] and part.exists()
+    finally:
+        writer.communicate(timeout=60)  # closing its stdin ends the writer, its temp file left behind
+    assert remove_stale_parts(tmp_path) == [part] and not part.exists()
+
+
+def test_a_part_of_another_host_stays_though_its_pid_is_dead_here(tmp_path):
+    _, part = interrupted_write(tmp_path / "a.png", host="node-7.cluster.example")
+    assert "node-7.cluster.example" in part.name
+    assert remove_stale_parts(tmp_path) == [] and part.exists()
+
+
+def test_parts_older_than_a_day_go_whoever_wrote_them(tmp_path):
+    _, foreign = interrupted_write(tmp_path / "a.png", host="node-7")
+    writer, live = interrupted_write(tmp_path / "b.png", hold=True)
+    hostless_fresh = tmp_path / f".c.png.k2j9x1.{writer.pid}{PART_SUFFIX}"  # before host names: foreign
+    hostless_old = tmp_path / f".d.png.q8w7e6.{writer.pid}{PART_SUFFIX}"
+    unrelated = tmp_path / f".download{PART_SUFFIX}"
+    for path in (hostless_fresh, hostless_old, unrelated):
         path.write_bytes(b"x")
-    assert remove_stale_parts(tmp_path) == [dead]
-    assert not dead.exists() and live.exists() and all(p.exists() for p in unrelated)
+    day_ago = time.time() - 24 * 3600 - 60
+    for path in (foreign, live, hostless_old, unrelated):
+        os.utime(path, (day_ago, day_ago))
+    try:
+        assert sorted(remove_stale_parts(tmp_path)) == sorted([foreign, live, hostless_old])
+    finally:
+        writer.communicate(timeout=60)
+    assert hostless_fresh.exists() and unrelated.exists()
 
 
 def test_unknown_output_extension_is_refused(tmp_path):

@@ -264,4 +264,4 @@ def test_the_studio_batch_on_ray_matches_the_local_studio(engine, cfg, tmp_path)
         if ray is not None:
             assert [d.split(" · ")[0] for d in progress[1:]] == [f"file {n}/3 done" for n in (1, 2, 3)]
     assert [r[:3] for r in tables["ray"]] == [r[:3] for r in tables["local"]]
-    assert outputs(tmp_path / "ray" / "holiday_x4") == outputs(tmp_path / "local" / "holiday_x4")
+    assert outputs(tmp_path / "ray" / "holiday_bicubic_x4") == outputs(tmp_path / "local" / "holiday_bicubic_x4")

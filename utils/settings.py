@@ -51,6 +51,20 @@ CONFIG_KEYS = MappingProxyType({
 
 
 @dataclass(frozen=True)
+class MemoryCost:
+    """What producing one image costs a backend beyond its loaded model and the output pixels, in
+    bytes: ``fixed`` (libraries' pools, first-use buffers) and ``per_tile_pixel`` for each output pixel
+    of the tiles (patches) in one model call (the model's activations). Measured by
+    scripts/measure_memory.py (docs/benchmarks.md, "Memory per image")."""
+
+    fixed: float
+    per_tile_pixel: float
+
+
+MB = 2 ** 20
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """One backend's declaration (in the spirit of spandrel's ``ModelDescriptor``)."""
 
@@ -60,6 +74,7 @@ class BackendSpec:
     runtimes: Mapping[str, tuple[str, ...]]  # runtime -> precisions it can run in
     tile_size: int                   # default tile (InvSR: patch) size, input pixels
     tile_key: str                    # the config key of the tile size
+    memory: MemoryCost               # working memory beyond the output pixels (utils.pipeline.limits)
     context_margin: Optional[int] = None  # input pixels of context per tile side; None: patches overlap by half
     size_multiple: int = 1           # input sides are padded to a multiple of this
     min_size: int = 1                # smaller inputs are padded up to this
@@ -86,9 +101,9 @@ class BackendSpec:
 
 
 def _spec(name: str, scales: tuple[int, ...], reads: frozenset[str], runtimes: dict, tile_size: int,
-          **kwargs) -> BackendSpec:
+          memory: MemoryCost, **kwargs) -> BackendSpec:
     return BackendSpec(name, scales, COMMON_SETTINGS | reads, MappingProxyType(runtimes), tile_size,
-                       kwargs.pop("tile_key", f"{name}.tile_size"), **kwargs)
+                       kwargs.pop("tile_key", f"{name}.tile_size"), memory, **kwargs)
 
 
 NCNN_ONLY = {"ncnn": ("float32",)}
@@ -96,20 +111,25 @@ SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in
     _spec("invsr", (4,), FUSION | {"tile_size", "num_steps", "timesteps", "seed", "adaptive_scheduler",
                                    "adaptive_guidance", "cfg_scale", "sd_path",
                                    "started_ckpt_path"},
-          {"openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}, 128, tile_key="basesr.chopping.pch_size",
-          size_multiple=8,
-          large_input_tile=(512 ** 2, 256)),
+          {"openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}, 128,
+          # An estimate (SD-Turbo's weights are not on the measuring machine): per patch the VAE's encoding
+          # and decoding dominate (SD-Turbo's VAE shape, random weights: 121 MB + 2,795 B per patch output
+          # pixel); blending and post-processing as for bicubic.
+          MemoryCost((121 + 132) * MB, 2795),
+          tile_key="basesr.chopping.pch_size", size_multiple=8, large_input_tile=(512 ** 2, 256)),
     # x4plus: tiles of up to 532 px at the default 448 (~4.5 GB peak with ncnn). RRDBNet's influence fades
     # within 40 px: 64-px tiles stay ≥ 45 dB from the whole image on textured images (docs/benchmarks.md).
     _spec("realesrgan", (4,), FUSION | TILING,
           {"ncnn": ("float32",), "openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}, 448,
-          context_margin=40),
-    _spec("span", (2, 4), FUSION | TILING, NCNN_ONLY, 512, context_margin=22),
+          MemoryCost(733 * MB, 339), context_margin=40),
+    _spec("span", (2, 4), FUSION | TILING, NCNN_ONLY, 512, MemoryCost(173 * MB, 273), context_margin=22),
     # 18 stacked 3×3 convolutions plus a nearest-upsampled skip: exact beyond 18 px.
-    _spec("realesrgan-anime", (4,), FUSION | TILING, NCNN_ONLY, 512, context_margin=20),
+    _spec("realesrgan-anime", (4,), FUSION | TILING, NCNN_ONLY, 512, MemoryCost(168 * MB, 212),
+          context_margin=20),
     # ×4 runs its second ×2 pass on a 2× tile: ~2 GB peak at 256, ~7.6 GB at 512.
-    _spec("waifu2x", (2, 4), FUSION | TILING | {"denoise"}, NCNN_ONLY, 256, context_margin=12),
-    _spec("bicubic", (4,), TILING, {"torch": ("float32",)}, 1024, context_margin=2),
+    _spec("waifu2x", (2, 4), FUSION | TILING | {"denoise"}, NCNN_ONLY, 256, MemoryCost(230 * MB, 1737),
+          context_margin=12),
+    _spec("bicubic", (4,), TILING, {"torch": ("float32",)}, 1024, MemoryCost(132 * MB, 33), context_margin=2),
 )})
 TILED_BACKENDS = tuple(name for name, spec in SPECS.items() if spec.context_margin is not None)
 # Settings at least one backend reads and another does not.

@@ -6,6 +6,7 @@ device, dtype), never by run settings, so changing a setting never reloads or du
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 from omegaconf import DictConfig
 
@@ -31,7 +32,12 @@ MAX_LOADED = 4
 __all__ = ["Availability", "Backend", "BackendUnavailable", "BACKENDS", "BACKEND_CHOICES", "OFFLINE_DEFAULT",
            "backend_status", "resolve_backend_name", "load_backend"]
 
-_loaded: dict[tuple, Backend] = {}
+# Loaded backends, least recently used first. ``_lock`` guards the two dicts and is never held during
+# a load; a load holds only its own model's lock, so a cached lookup never waits for another model.
+# A model's lock is kept after its load (one small lock per model identity ever asked for), so every
+# request for that model always meets the same lock.
+_loaded: OrderedDict[tuple, Backend] = OrderedDict()
+_load_locks: dict[tuple, threading.Lock] = {}
 _lock = threading.Lock()
 
 
@@ -63,9 +69,33 @@ def load_backend(name: str, cfg: DictConfig) -> Backend:
         raise BackendUnavailable(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
     cls = BACKENDS[name]
     key = (name, cls.model_key(cfg))
-    with _lock:  # two requests for a model not loaded yet must not load it twice
-        if key not in _loaded:
-            if len(_loaded) >= MAX_LOADED:
-                _loaded.pop(next(iter(_loaded)))
-            _loaded[key] = cls(cfg)
-        return _loaded[key]
+    with _lock:
+        cached = _cached(key)
+        if cached is not None:
+            return cached
+        key_lock = _load_locks.setdefault(key, threading.Lock())
+    with key_lock:  # two requests for a model not loaded yet load it once: the second finds it cached
+        with _lock:
+            cached = _cached(key)
+            if cached is not None:
+                return cached
+            _evict_down_to(MAX_LOADED - 1)  # room before the load: at most MAX_LOADED models in memory
+        backend = cls(cfg)
+        with _lock:
+            _loaded[key] = backend
+            _evict_down_to(MAX_LOADED)  # other models may have finished loading meanwhile
+            return backend
+
+
+def _cached(key: tuple) -> Backend | None:
+    """The loaded backend for ``key``, marked most recently used; call with ``_lock`` held."""
+    if key not in _loaded:
+        return None
+    _loaded.move_to_end(key)
+    return _loaded[key]
+
+
+def _evict_down_to(count: int) -> None:
+    """Drop the least recently used backends until ``count`` remain; call with ``_lock`` held."""
+    while len(_loaded) > count:
+        _loaded.popitem(last=False)

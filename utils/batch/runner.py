@@ -89,7 +89,7 @@ def process_one(src: Path, dst: Path, backend: Backend, settings: RunSettings, o
 def effective_record(src: Path, dst: Path, settings: RunSettings) -> dict:
     """The record of the settings as they will apply to ``src`` (the tile size the backend uses for its
     size) and to ``dst`` (the format its extension names)."""
-    w, h = image_size(src)
+    w, h = image_size(src, settings.max_input_pixels)
     return settings.for_input(h, w).record(output_format(dst).lower())
 
 

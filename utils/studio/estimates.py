@@ -1,18 +1,18 @@
-"""What a run will cost before it starts ("≈ 9 tiles, ≈ 40 s on this machine") and how long a running
-job has left.
+"""What a run will cost before it starts ("≈ 9 tiles, ≈ 40 s on this machine").
 
 Tile counts come from the grids the backends use (:mod:`utils.tiling`); seconds from the throughput
-of each backend measured on this project's machine (2 shared x86-64 cores, no GPU), so they are
-rough: the machine is shared and timings swing by 2-3× with its load.
+timed on this machine the first time each model ran here (:mod:`utils.studio.calibration`), until then
+from the throughput measured on this project's machine (2 shared x86-64 cores, no GPU). Either is
+rough (timings swing by 2-3× with the machine's load), so the time is shown as a range.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Optional
 
 from utils.settings import RunSettings
+from utils.studio.calibration import measured
 from utils.tiling.chopping import FEATHER, PatchGrid, context_grid
 
 # Measured on 2026-11-22. Seconds per megapixel of tile area (context margins included) through each
@@ -40,6 +40,12 @@ INVSR_PAD_MULTIPLE = 16
 PIPELINE_OVERHEAD = 1.05
 
 
+# The time shown as a range around the estimate: the machine is shared and its load swings; wider
+# while the model has not been timed here.
+MEASURED_RANGE = (0.7, 1.5)
+UNMEASURED_RANGE = (0.5, 2.5)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Tiles one image needs (a range with smart chopping, whose overlap follows the content) and the
@@ -48,12 +54,34 @@ class Estimate:
     tiles: tuple[int, int]
     tile_size: tuple[int, int]     # height, width in input pixels, context margins included
     seconds: float
+    chosen_tile: int = 0           # the tile size the user chose (or the model's default), input pixels
+    overlap: Optional[int] = None  # context pixels per side; None: patches overlap by half (InvSR)
+    measured: bool = False         # the time comes from a timed run on this machine
+    whole: bool = False            # one tile although the image is larger than the tile size
 
-    def text(self) -> str:
+    def tiles_text(self) -> str:
+        """"≈ 4 tiles (tile size 64 px, overlap 8 px)": the tile size as the user chose it."""
         low, high = self.tiles
         count = f"{low}" if low == high else f"{low}–{high}"
         noun = "tile" if high == 1 else "tiles"
-        return f"≈ {count} {noun} of {self.tile_size[1]}×{self.tile_size[0]} px, {about(self.seconds)}"
+        overlap = "patches overlapping by half" if self.overlap is None else f"overlap {self.overlap} px"
+        # Tiles are at most the tile size plus the overlap: more overlap can mean fewer, larger tiles.
+        whole = ": the whole image fits in one with its overlap" if self.whole else ""
+        return f"≈ {count} {noun} (tile size {self.chosen_tile} px, {overlap}{whole})"
+
+    def text(self) -> str:
+        low, high = (self.seconds * f for f in (MEASURED_RANGE if self.measured else UNMEASURED_RANGE))
+        note = "" if self.measured else " (not timed here yet)"
+        return f"{self.tiles_text()}, {time_range(low, high)}{note}"
+
+
+def time_range(low: float, high: float) -> str:
+    """"3–6 s", "40 s – 1 min 30 s", "< 1 s"."""
+    if high < 1:
+        return "< 1 s"
+    if high < 60:
+        return f"{round(low)}–{round(high)} s" if round(low) < round(high) else f"≈ {round(high)} s"
+    return f"{duration(low)} – {duration(high)}"
 
 
 def duration(seconds: float) -> str:
@@ -78,6 +106,7 @@ def about(seconds: float) -> str:
 def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
     """Tiles and seconds for an h×w input with ``settings`` (whose backend names the model)."""
     settings = settings.for_input(h, w)
+    timed = None
     if settings.backend == "invsr":
         pch = settings.tile_size
         h, w = max(h, pch), max(w, pch)  # the input is reflect-padded to at least one patch
@@ -90,7 +119,8 @@ def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
         margin = settings.tile_margin
         grid = context_grid(h, w, settings.tile_size, margin)
         pch = settings.tile_size + 2 * margin + FEATHER
-        seconds_per_pixel = SECONDS_PER_MEGAPIXEL[settings.backend, settings.native_scale()] / 1e6
+        timed = measured(settings.backend, settings.native_scale())
+        seconds_per_pixel = (timed or SECONDS_PER_MEGAPIXEL[settings.backend, settings.native_scale()]) / 1e6
     if settings.smart_chopping:
         # Smart chopping's grid follows the content: count it at the least and the most overlap.
         tiles = sorted(len(PatchGrid.regular(h, w, pch, max(1, round(pch * (1 - overlap)))))
@@ -99,26 +129,6 @@ def estimate(h: int, w: int, settings: RunSettings) -> Estimate:
     else:
         tiles, size = [len(grid)] * 2, (grid.height, grid.width)
     seconds = seconds_per_pixel * size[0] * size[1] * (tiles[0] + tiles[1]) / 2 * PIPELINE_OVERHEAD
-    return Estimate((tiles[0], tiles[1]), size, seconds)
-
-
-class Eta:
-    """Time left in a job of ``count`` images: from the estimate until the first tile is done, then
-    from the pace so far."""
-
-    def __init__(self, count: int, estimate_seconds: Optional[float] = None):
-        self.count = count
-        self.estimate_seconds = estimate_seconds
-        self.start = time.monotonic()
-
-    def text(self, index: int, done: int, total: int) -> str:
-        """"4 s elapsed · ≈ 10 s left" after tile ``done`` of ``total`` of image ``index`` (from 0)."""
-        elapsed = time.monotonic() - self.start
-        fraction = (index + done / max(total, 1)) / self.count
-        if fraction > 0:
-            left = f"{about(elapsed * (1 - fraction) / fraction)} left"
-        elif self.estimate_seconds is not None:
-            left = f"{about(self.estimate_seconds)} left (estimate)"
-        else:
-            left = "time left: after the first tile"
-        return f"{duration(elapsed)} elapsed · {left}"
+    whole = tiles[1] == 1 and settings.tile_size < max(h, w)
+    return Estimate((tiles[0], tiles[1]), size, seconds, settings.tile_size, settings.tile_margin, timed is not None,
+                    whole)

@@ -1,4 +1,5 @@
-"""Confine user-given paths to a root folder (the app's batch root), with messages a user can act on."""
+"""Confine user-given paths to a root folder (the app's batch root), with messages a user can act on
+(which name folders relative to the root, never by their path on the server)."""
 from __future__ import annotations
 
 import os
@@ -36,11 +37,11 @@ def resolve_folder(root: os.PathLike | str, user_path: str) -> Path:
     absolute = PurePath(text).is_absolute()
     candidate = Path(text) if absolute else root / text
     if absolute and not is_inside(candidate, root):
-        raise PathRefused(f"'{text}' is outside the batch root {root}; name a folder inside it")
+        raise PathRefused(f"'{text}' is outside the batch root; name a folder inside it")
     if not candidate.exists():
-        raise PathRefused(f"'{text or '.'}': no such folder in the batch root {root}")
+        raise PathRefused(f"'{text or '.'}': no such folder in the batch root")
     if not is_inside(candidate, root):
-        raise PathRefused(f"'{text}' leads outside the batch root {root} (through a symbolic link); refused")
+        raise PathRefused(f"'{text}' leads outside the batch root (through a symbolic link); refused")
     if not candidate.is_dir():
         raise PathRefused(f"'{text}' is a file, not a folder; name a folder inside the batch root")
     return candidate.resolve()

@@ -6,6 +6,7 @@ use) and lets a session cancel its running jobs between patches.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -34,18 +35,27 @@ from utils.pipeline.chain import Cancelled, bicubic_reference, to_array, to_tens
 from utils.pipeline.limits import LimitError
 from utils.settings import RunSettings
 from utils.studio.paths import PathRefused, extract_zip, is_inside, resolve_folder
+from utils.studio.calibration import calibrate
 from utils.studio.catalog import unavailable_line
-from utils.studio.estimates import Eta, estimate
+from utils.studio.estimates import estimate
 from utils.settings import unread_message, unread_settings
+from utils.studio.progress import ProgressLine
 from utils.studio.settings import Settings, config_for, scale_label
+from utils.studio.words import in_words, reason_in_words
 
 log = logging.getLogger("sr-studio")
 
+CANCELLING = "Cancelling: the run stops after the current tile."
 RESULT_TTL_SECONDS = 3600         # per-request folders older than this are removed
 ZIP_MAX_MEMBERS = 10_000
 ZIP_MAX_BYTES = 1024 ** 3         # uncompressed, per uploaded zip
 ESTIMATE_SIZE = 512               # the image side the estimate assumes before one is uploaded
 NIQE_MAX_PIXELS = 16_000_000      # larger results are not scored: NIQE holds several float64 copies
+# Smaller results are not scored: NIQE compares statistics of 96×96 blocks, and a handful of them say
+# more about the blocks than about the image (a 128² result scored worse than its bicubic upscale).
+NIQE_MIN_SIDE = 192
+NIQE_NOTE = ("NIQE: how natural the pixel statistics look, lower is more natural; it does not measure "
+             "faithfulness to the input")
 
 
 @dataclass(frozen=True)
@@ -57,31 +67,47 @@ class SingleRun:
     result: Optional[str] = None
     before: Optional[str] = None   # the bicubic upscale at the result's size
     seconds: float = 0.0
+    input_sha256: str = ""         # runs of the same bytes can be compared with each other
 
     @property
     def cancelled(self) -> bool:
         return self.result is None
 
 
+def scoreable(width: int, height: int) -> bool:
+    """Whether NIQE means something for a result of this size (and fits in memory)."""
+    return min(width, height) >= NIQE_MIN_SIDE and width * height <= NIQE_MAX_PIXELS
+
+
 def niqe_text(rgb: np.ndarray) -> str:
-    """NIQE of an H×W×3 image in [0, 1] (lower is more natural) to two decimals, or why there is none."""
-    if rgb.shape[0] * rgb.shape[1] > NIQE_MAX_PIXELS:
-        return f"– (over {NIQE_MAX_PIXELS // 1_000_000} MP)"
+    """NIQE of an H×W×3 image in [0, 1] (lower is more natural) to two decimals; "" where it means nothing
+    (:func:`scoreable`) or cannot be computed here."""
+    if not scoreable(rgb.shape[1], rgb.shape[0]):
+        return ""
     try:
         return f"{niqe(rgb):.2f}"
     except ImageTooSmall:
-        return "– (under two 96×96 blocks)"
+        return ""
     except FileNotFoundError as exc:  # the pristine model is not installed
         log.warning("%s", exc)
-        return "– (not installed: make setup)"
+        return ""
 
 
 def niqe_of_file(path: Path) -> str:
     """:func:`niqe_text` of an image file as it was written (colour only; alpha is not scored)."""
     try:
-        return niqe_text(read_image(path, max_pixels=NIQE_MAX_PIXELS).rgb)
+        width, height = image_size(path)
+        return niqe_text(read_image(path).rgb) if scoreable(width, height) else ""
     except ImageError:
-        return f"– (over {NIQE_MAX_PIXELS // 1_000_000} MP)"
+        return ""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def user_error(message: str) -> gr.Error:
@@ -121,17 +147,20 @@ class Studio:
     def _configure(self, s: Settings, name: str) -> tuple[DictConfig, RunSettings]:
         refused = [unread_message(setting, name) for setting in unread_settings(vars(s), name)]
         if refused:
-            raise user_error("; ".join(refused))
+            raise user_error(in_words("; ".join(refused), name))
         try:
             cfg = config_for(self.cfg, s, name)
             return cfg, RunSettings.from_config(cfg, name)
         except (ConfigError, KeyError) as exc:
-            raise user_error(str(exc)) from None
+            raise user_error("; ".join(in_words(part, name) for part in str(exc).split("; "))) from None
 
     def _prepare(self, settings: dict):
-        """(loaded backend, run settings) for the request's settings, or a gr.Error saying what is wrong."""
+        """(loaded backend, run settings) for the request's settings, or a gr.Error saying what is wrong.
+        A model used here for the first time is timed first, for the estimates."""
         name, cfg, run = self.check(settings)
-        return self._load(name, cfg), run
+        backend = self._load(name, cfg)
+        calibrate(backend, run)
+        return backend, run
 
     @staticmethod
     def _load(name: str, cfg: DictConfig):
@@ -159,9 +188,9 @@ class Studio:
                 self._in_use.discard(folder)
 
     @contextmanager
-    def _cancel_flag(self, request: gr.Request) -> Iterator[threading.Event]:
-        """A cancel flag for one job of this session, registered only while the job runs."""
-        key, flag = request.session_hash, threading.Event()
+    def _cancel_flag(self, request: gr.Request, flag: threading.Event) -> Iterator[threading.Event]:
+        """``flag`` registered as a cancel flag of this session while its job runs."""
+        key = request.session_hash
         with self._lock:
             self._cancel.setdefault(key, set()).add(flag)
         try:
@@ -173,14 +202,13 @@ class Studio:
                     del self._cancel[key]
 
     @staticmethod
-    def _patch_progress(progress: gr.Progress, flag: threading.Event, eta: Eta, index: int, label: str):
-        """Progress callback for one image's tiles, with the time left in the whole job; raising
-        Cancelled stops before the next tile."""
+    def _patch_progress(line: ProgressLine, flag: threading.Event, index: int, label: str):
+        """Progress callback for one image's tiles, reported into the job's line; raising Cancelled
+        stops before the next tile."""
         def update(done: int, total: int) -> None:
             if flag.is_set():
                 raise Cancelled()
-            progress((index + done / max(total, 1)) / eta.count,
-                     desc=f"{label}tile {done}/{total} · {eta.text(index, done, total)}")
+            line.report(index, done, total, label)
         if flag.is_set():
             raise Cancelled()
         return update
@@ -194,7 +222,7 @@ class Studio:
             flag.set()
         if not flags:
             return "Nothing is running in this session."
-        return "Cancelling: the run stops after the current tile."
+        return CANCELLING
 
     def estimate(self, image: Optional[str], settings: dict) -> str:
         """"≈ 9 tiles of 416×416 px, ≈ 40 s on this machine for this 640×480 image" (or for a 512×512
@@ -210,9 +238,10 @@ class Studio:
         subject = f"this {width}×{height} image" if image else f"a {width}×{height} image"
         return f"{estimate(height, width, run).text()} on this machine for {subject}"
 
-    def run_single(self, image: str, request: gr.Request, progress: gr.Progress, **settings) -> "SingleRun":
+    def run_single(self, image: str, request: gr.Request, line: ProgressLine, **settings) -> "SingleRun":
         """Upscale one image and write the result in the chosen format and scale, named with the
-        backend and scale, beside the bicubic upscale the slider compares it with."""
+        backend and scale, beside the bicubic upscale the slider compares it with; progress goes into
+        ``line``."""
         if not image:
             raise user_error("Upload an image first.")
         src = Path(image)
@@ -221,15 +250,14 @@ class Studio:
             img = read_image(src, max_pixels=run.max_input_pixels)
         except ImageError as exc:
             raise user_error(str(exc)) from None
-        eta = Eta(1, estimate(img.height, img.width, run).seconds)
-        progress(0, desc=eta.text(0, 0, 1))
-        with self._cancel_flag(request) as flag:
+        line.begin(1, estimate(img.height, img.width, run).seconds)
+        with self._cancel_flag(request, line.stop) as flag:
             try:
-                result, info = upscale_image(img, backend, run, self._patch_progress(progress, flag, eta, 0, ""))
+                result, info = upscale_image(img, backend, run, self._patch_progress(line, flag, 0, ""))
             except Cancelled:
                 return SingleRun(run, f"Cancelled {src.name}: nothing was written.")
             except (LimitError, ConfigError) as exc:
-                raise user_error(describe_error(src, exc)) from None
+                raise user_error(in_words(describe_error(src, exc), run.backend)) from None
             except Exception as exc:  # a failed run must reach the user and the log, not kill the server
                 log.exception("upscaling %s failed", src.name)
                 raise gr.Error(describe_error(src, exc)) from exc
@@ -240,14 +268,17 @@ class Studio:
             before_rgb = to_array(bicubic_reference(to_tensor(img.rgb), (result.height, result.width)).clamp(0, 1))
             before_path = write_image(out_dir / "bicubic.jpg", img.with_pixels(before_rgb, None), quality=90)
         summary = info.summary()
-        if settings.get("niqe"):
+        if run.outscale != info.scale:
+            summary = summary.replace(f"×{info.scale}", f"×{info.scale} → resized to ×{run.outscale:g}", 1)
+        if settings.get("niqe") and scoreable(result.width, result.height):
             # Both before encoding, so neither is scored with the other's compression.
             summary += f" · NIQE bicubic {niqe_text(before_rgb)} → result {niqe_text(result.rgb)} (lower: more natural)"
-        return SingleRun(run, summary, str(result_path), str(before_path), info.seconds)
+        return SingleRun(run.for_input(img.height, img.width), summary, str(result_path), str(before_path),
+                         info.seconds, sha256_of(src))
 
     def upscale(self, image: str, request: gr.Request, progress=gr.Progress(), **settings):
         """One image → ((bicubic, result) for the slider, the result file, info line)."""
-        done = self.run_single(image, request, progress, **settings)
+        done = self.run_single(image, request, ProgressLine(progress), **settings)
         if done.cancelled:
             return gr.skip(), gr.skip(), done.info
         return (done.before, done.result), done.result, done.info
@@ -279,6 +310,11 @@ class Studio:
     def batch(self, files: Optional[list[str]] = None, folder: Optional[str] = None, overwrite: bool = False,
               request: gr.Request = None, progress=gr.Progress(), **settings):
         """Uploaded files/zips or a folder in the batch root → (status table, zip of results, summary)."""
+        return self.run_batch(files, folder, overwrite, request, ProgressLine(progress), **settings)
+
+    def run_batch(self, files: Optional[list[str]], folder: Optional[str], overwrite: bool, request: gr.Request,
+                  line: ProgressLine, **settings):
+        """:meth:`batch` with its progress reported into ``line``."""
         folder = (folder or "").strip()
         if files and folder:
             raise user_error("Give either uploaded files or a folder name, not both.")
@@ -286,15 +322,17 @@ class Studio:
             raise user_error("Upload images (or a zip), or name a folder inside the batch root.")
         name, cfg, run = self.check(settings)
         backend = None if self.ray is not None else self._load(name, cfg)
+        if backend is not None:
+            calibrate(backend, run)
         with self._request_dir() as req_dir:
-            return self._run_batch(files, folder, bool(overwrite), backend, cfg, run, req_dir, request, progress,
+            return self._run_batch(files, folder, bool(overwrite), backend, cfg, run, req_dir, request, line,
                                    bool(settings.get("niqe")))
 
-    def _run_batch(self, files, folder, overwrite, backend, cfg, run, req_dir, request, progress, score):
+    def _run_batch(self, files, folder, overwrite, backend, cfg, run, req_dir, request, line, score):
         try:
             if folder:
                 in_dir, out_dir, pairs, refused = self._folder_inputs(folder, run)
-                title = out_dir.name.removesuffix(f"_{scale_label(run.outscale)}")
+                title = out_dir.name.removesuffix(f"_{run.backend}_{scale_label(run.outscale)}")
             else:
                 in_dir, out_dir, pairs, refused = self._upload_inputs(files, run, req_dir)
                 title = Path(files[0]).stem if len(files) == 1 else "upload"
@@ -304,8 +342,7 @@ class Studio:
             raise user_error(f"no images found in {folder or 'the upload'} ({', '.join(IMAGE_EXTENSIONS)})")
         done: list[BatchItem] = list(refused)
         index = {src: i for i, (src, _) in enumerate(pairs)}
-        eta = Eta(len(pairs))
-        progress(0, desc=f"file 1/{len(pairs)} · {eta.text(0, 0, 1)}")
+        line.begin(len(pairs), label=f"file 1/{len(pairs)} · ")
         cancelled = False
 
         def logged(item: BatchItem) -> None:
@@ -313,13 +350,13 @@ class Studio:
                 log.error("batch file %s failed unexpectedly:\n%s", item.source, item.traceback)
             done.append(item)
 
-        with self._cancel_flag(request) as flag:
+        with self._cancel_flag(request, line.stop) as flag:
             if self.ray is not None:
-                cancelled = self._run_on_ray(pairs, cfg, run, overwrite, logged, out_dir, flag, eta, progress)
+                cancelled = self._run_on_ray(pairs, cfg, run, overwrite, logged, out_dir, flag, line)
             else:
                 def patch_progress(src: Path):
                     label = f"file {index[src] + 1}/{len(pairs)} {src.name} · "
-                    return self._patch_progress(progress, flag, eta, index[src], label)
+                    return self._patch_progress(line, flag, index[src], label)
                 try:
                     process_batch(pairs, backend, run, overwrite, patch_progress, logged, out_dir / ERRORS_LOG)
                 except Cancelled:
@@ -327,7 +364,7 @@ class Studio:
         finished = {item.source for item in done}
         done += [BatchItem(src, None, "cancelled", "not processed") for src, _ in pairs if src not in finished]
         # Scored from the files as written (after the batch, so the Ray workers need no NIQE model).
-        rows = [[_display_name(i.source, in_dir), i.status, i.reason, round(i.seconds, 2),
+        rows = [[_display_name(i.source, in_dir), i.status, reason_in_words(i.reason), round(i.seconds, 2),
                  niqe_of_file(i.output) if score and i.output is not None else ""] for i in done]
         outputs = [i.output for i in done if i.status in ("ok", "skipped") and i.output is not None]
         archive_name = f"{title}_{run.backend}_{scale_label(run.outscale)}.zip"
@@ -343,7 +380,7 @@ class Studio:
             summary = "Cancelled; finished files are kept, rerun to continue. " + summary
         return rows, (str(archive) if archive else None), summary
 
-    def _run_on_ray(self, pairs, cfg, run, overwrite, logged, out_dir, flag, eta, progress) -> bool:
+    def _run_on_ray(self, pairs, cfg, run, overwrite, logged, out_dir, flag, line) -> bool:
         """The batch on the Ray engine, progress per finished file; True when it was cancelled (files
         not started come back ``cancelled``)."""
         finished = 0
@@ -352,7 +389,7 @@ class Studio:
             nonlocal finished
             logged(item)
             finished += 1
-            progress(finished / len(pairs), desc=f"file {finished}/{len(pairs)} done · {eta.text(finished, 0, 1)}")
+            line.report(finished, 0, 0, label=f"file {finished}/{len(pairs)} done · ")
 
         try:
             self.ray.run(pairs, run.backend, cfg, run, overwrite=overwrite, on_item=arrived,
@@ -363,10 +400,12 @@ class Studio:
 
     def _folder_inputs(self, folder: str, run: RunSettings):
         """(input folder, output folder, (source, output) pairs, refused items) for a folder named inside
-        the batch root; results go to a new folder under the output root, so inputs are never overwritten."""
+        the batch root; results go to a new folder under the output root, one per model and scale (so
+        inputs are never overwritten and two models' results coexist), with its own resume records."""
         src_dir = resolve_folder(self.batch_root, folder)
         rel = src_dir.relative_to(self.batch_root.resolve())
-        out_dir = self.output_root / rel.parent / f"{rel.name or self.batch_root.name}_{scale_label(run.outscale)}"
+        out_dir = self.output_root / rel.parent / (f"{rel.name or self.batch_root.name}_{run.backend}_"
+                                                   f"{scale_label(run.outscale)}")
         # A file symlinked from outside the root would otherwise be read; report it instead.
         sources, refused = [], []
         for src in list_images(src_dir):

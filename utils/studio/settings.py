@@ -15,9 +15,9 @@ from utils.settings import BACKEND_SPECIFIC, SPECS, config_key
 
 MIN_OVERLAP_RANGE = (0.15, 0.40)
 MAX_OVERLAP_RANGE = (0.40, 0.60)
-TILE_SIZE_RANGE = (32, 1024)      # the page's slider, input pixels; the config allows any size ≥ 16
+TILE_SIZE_RANGE = (16, 1024)      # the page's slider, input pixels, from the config's least size
 OVERLAP_RANGE = (0, 64)           # context pixels per tile side
-OUTSCALES = (2, 3, 4)             # the page's choices; the API takes any scale the config allows
+OUTSCALES = (1, 2, 3, 4)          # the page's choices; a factor typed in, or sent by the API, may be any from 1 to 4
 
 @dataclass(frozen=True)
 class Settings:
