@@ -15,8 +15,8 @@ from pathlib import Path
 from utils.backends import BACKEND_CHOICES, BackendUnavailable, resolve_backend_name
 from utils.backends.custom_model import SUFFIXES, SUPPORTED_SCALES
 from utils.batch.console import EXIT_USAGE, run_batch_command
-from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, ConfigError, load_config,
-                          parse_timesteps, with_overrides)
+from utils.config import (COLOR_FIX_METHODS, FUSION_METHODS, MAX_STEPS, OUTPUT_FORMATS, PRECISIONS, RUNTIMES,
+                          ConfigError, load_config, parse_timesteps, with_overrides)
 from utils.devices import set_threads
 from utils.settings import SPECS, config_key, config_problems, spec_for, unread_message, unread_settings
 ENGINES = ("local", "ray")
@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"output format when -o is a folder (default {cfg.output.format})")
     p.add_argument("--quality", type=int, default=None, help=f"WebP/JPEG quality 1-100 (default {cfg.output.quality})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help=f"engine that runs the model (default {cfg.runtime}: the fastest measured for the backend "
+                        "on this kind of CPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help=f"default {cfg.precision}: bfloat16 where the CPU computes it natively, else float32 "
+                        "(float16 on CUDA)")
     invsr = p.add_argument_group("InvSR only")
     invsr.add_argument("--num_steps", type=int, choices=range(1, MAX_STEPS + 1), default=None,
                        help=f"sampling steps (default {cfg.num_steps}; replaces the config's timesteps with the "

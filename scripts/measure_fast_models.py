@@ -34,7 +34,7 @@ from utils.settings import RunSettings  # noqa: E402
 
 # (label, backend, native scale, config overrides)
 MODELS = [
-    ("Real-ESRGAN x4plus (ncnn)", "realesrgan", 4, {"realesrgan.engine": "ncnn"}),
+    ("Real-ESRGAN x4plus (ncnn)", "realesrgan", 4, {"runtime": "ncnn"}),
     ("SPAN ×4", "span", 4, {}),
     ("SPAN ×2", "span", 2, {}),
     ("realesr-animevideov3 ×4", "realesrgan-anime", 4, {}),

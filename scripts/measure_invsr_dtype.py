@@ -2,7 +2,7 @@
 
 The official weights cannot be had offline, but the cost of a forward pass does not depend on the
 weight values: the models are built from SD-Turbo's architecture with random weights and placed by
-``utils.backends.invsr.diffusion.place_models``, exactly as inference places the real ones. One
+``utils.backends.invsr.placement.place_models``, exactly as inference places the real ones. One
 128×128 LR patch (512×512 out), one diffusion step, the runs of both dtypes interleaved so that each
 ratio sees the same background load. Also reports how far bf16's patch is from float32's.
 
@@ -22,25 +22,16 @@ import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
-from utils.backends.invsr.diffusion import (  # noqa: E402
-    POSITIVE_PROMPT, InvSRModels, place_models, sample_patches, upsample_lr)
+from utils.backends.invsr.models import InvSRModels  # noqa: E402
+from utils.backends.invsr.placement import place_models  # noqa: E402
+from utils.backends.invsr.sampling import POSITIVE_PROMPT, sample_patches, upsample_lr  # noqa: E402
 from utils.backends.invsr.noise_predictor import NoisePredictor  # noqa: E402
 from utils.config import load_config, with_overrides  # noqa: E402
 from utils.devices import cpu_has_fast_bf16, set_threads  # noqa: E402
 from utils.settings import RunSettings  # noqa: E402
-from utils.training.tiny_sd import SD_TURBO_SCHEDULER  # noqa: E402
+from utils.training.tiny_sd import (  # noqa: E402
+    SD_TURBO_SCHEDULER, SD_TURBO_TEXT as TEXT, SD_TURBO_UNET as UNET, SD_TURBO_VAE as VAE)
 
-# stabilityai/sd-turbo's unet, vae and text_encoder configs (the SD 2.1 base architecture).
-UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-            block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True)
-VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=768,
-           block_out_channels=(128, 256, 512, 512),
-           down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-TEXT = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
-            projection_dim=512, hidden_act="gelu", max_position_embeddings=77, vocab_size=49408)
 PATCH = 128
 
 

@@ -36,7 +36,7 @@ RUNS = [
     ("span", {}, [(300, 400, 128), (600, 800, 128), (600, 800, 512)]),
     ("realesrgan-anime", {}, [(300, 400, 128), (600, 800, 128), (600, 800, 512)]),
     ("waifu2x", {}, [(300, 400, 128), (600, 800, 128), (600, 800, 256)]),
-    ("realesrgan", {"realesrgan.engine": "ncnn"}, [(320, 448, 128), (320, 448, 256), (600, 800, 256)]),
+    ("realesrgan", {"runtime": "ncnn"}, [(320, 448, 128), (320, 448, 256), (600, 800, 256)]),
 ]
 # Post-processing settings measured against the default (wavelet colour fix), on SPAN (bicubic refuses
 # fusion) with its two smaller runs above.
@@ -132,7 +132,7 @@ def probe_invsr_vae(pch: int) -> dict:
     import torch
     from diffusers import AutoencoderKL
 
-    from utils.backends.invsr.diffusion import encode_latent, upsample_lr
+    from utils.backends.invsr.sampling import encode_latent, upsample_lr
     from utils.devices import set_threads
 
     set_threads()

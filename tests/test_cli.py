@@ -187,6 +187,11 @@ def test_auto_says_which_backend_it_chose_when_refusing(capsys):
     (["--backend", "waifu2x", "--denoise", "9"], "argument --denoise: waifu2x.denoise must be -1 (off), 0, 1, 2 or 3"),
     (["--smart_chopping", "--min_overlap", "0.7"], "argument --min_overlap: smart chopping overlaps must satisfy"),
     (["--edge_enhancement", "2"], "argument --edge_enhancement: postprocess.edge_enhancement (strength) must be in"),
+    (["--backend", "realesrgan", "--runtime", "ncnn", "--precision", "bfloat16"],
+     "argument --precision: precision bfloat16: realesrgan on ncnn runs float32 only"),
+    (["--backend", "span", "--runtime", "openvino"], "argument --runtime: runtime openvino cannot run span"),
+    (["--backend", "invsr", "--runtime", "torch", "--precision", "float16"],
+     "argument --precision: precision float16 is not supported by torch on cpu"),
 ])
 def test_a_bad_value_stops_before_any_work_naming_the_flag(capsys, tmp_path, args, message):
     assert cli_error(capsys, *args).startswith(message)

@@ -21,7 +21,7 @@ def test_config_is_read_only_and_overrides_make_copies(cfg):
 def test_reference_keys_are_present(cfg):
     for key in ["seed", "basesr.sf", "basesr.chopping.pch_size",
                 "basesr.chopping.extra_bs", "timesteps", "cfg_scale", "color_fix", "tiled_vae",
-                "sd_pipe.params.pretrained_model_name_or_path", "sd_pipe.params.torch_dtype",
+                "sd_pipe.params.pretrained_model_name_or_path", "runtime", "precision",
                 "model_start.params", "model_start.ckpt_path"]:
         assert OmegaConf.select(cfg, key, default="MISSING") != "MISSING", key
 
@@ -90,8 +90,8 @@ def test_loading_a_backend_leaves_the_process_thread_count_alone(cfg):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        for engine in ("torch", "ncnn"):  # two model identities: each is a fresh load
-            load_backend("realesrgan", with_overrides(cfg, {"realesrgan.engine": engine, "realesrgan.dtype": None}))
+        for runtime in ("torch", "ncnn", "openvino"):  # three model identities: each is a fresh load
+            load_backend("realesrgan", with_overrides(cfg, {"runtime": runtime, "precision": "float32"}))
         load_backend("span", cfg)
         assert torch.get_num_threads() == 1
     finally:

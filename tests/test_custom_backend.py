@@ -129,7 +129,7 @@ def test_half_precision_only_where_the_descriptor_allows(tmp_path, cfg, monkeypa
     monkeypatch.setattr(backend.model.descriptor, "supports_bfloat16", False)
     assert CustomBackend(custom_cfg(cfg, path)).identity["precision"] == "float32"  # auto: falls back
     with pytest.raises(BackendUnavailable, match="c.pth: RealESRGAN Compact does not support bfloat16"):
-        CustomBackend(custom_cfg(cfg, path, **{"custom.dtype": "bfloat16"}))
+        CustomBackend(custom_cfg(cfg, path, precision="bfloat16"))
 
 
 def test_window_attention_tiles_are_aligned_to_the_window(tmp_path, cfg, butterfly, monkeypatch):

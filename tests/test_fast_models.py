@@ -71,7 +71,7 @@ def test_outscale_2_runs_the_native_x2_model(cfg, butterfly, name):
     half = settings(cfg, name, outscale=2)
     assert half.native_scale() == 2 and settings(cfg, name, outscale=2.5).native_scale() == 4
     out, info = run_pipeline(lr, backend, half)
-    assert out.shape == (1, 3, 64, 80) and info.scale == 2 and f"{name} ×2 on cpu" in info.summary()
+    assert out.shape == (1, 3, 64, 80) and info.scale == 2 and f"{name} ×2 on cpu (ncnn float32)" in info.summary()
     torch.testing.assert_close(out, backend._patch(lr, 2), atol=0, rtol=0)  # nothing resized
     via_x4, info4 = run_pipeline(lr, backend, settings(cfg, name, outscale=4))
     assert info4.scale == 4 and via_x4.shape == (1, 3, 128, 160)

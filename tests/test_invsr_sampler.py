@@ -260,11 +260,11 @@ def test_backend(tiny_cfg):
 
 
 def test_bfloat16_models_stay_close_to_float32_and_run_channels_last(tiny_cfg):
-    """bf16 (the default on CPUs with AMX): every model, the predictor included, is bf16 and the
+    """torch bf16 (the default on CPUs with AMX): every model, the predictor included, is bf16 and the
     convolutional ones are channels-last; the result stays within 0.02 (mean abs) of float32's, which
     on these tiny random models is ~1 % of the output's own spread."""
     lr = lr_image(16, 16, seed=5)
-    fp32, bf16 = sampler(tiny_cfg), sampler(tiny_cfg, **{"sd_pipe.params.torch_dtype": "bfloat16"})
+    fp32, bf16 = sampler(tiny_cfg), sampler(tiny_cfg, precision="bfloat16")
     m = bf16.backend.models
     assert {p.dtype for mod in (m.vae, m.unet, m.text_encoder, m.noise_predictor) for p in mod.parameters()} == \
         {torch.bfloat16}
@@ -278,17 +278,41 @@ def test_bfloat16_models_stay_close_to_float32_and_run_channels_last(tiny_cfg):
     assert (got - ref).abs().max() > 0  # bf16 really ran: float32 would reproduce the reference
 
 
-def test_auto_dtype_follows_the_cpu(tiny_cfg, monkeypatch):
+def test_auto_runtime_follows_the_cpu(tiny_cfg, monkeypatch):
     from utils import devices
-    from utils.backends.invsr.diffusion import model_dtype
+    from utils.backends.invsr.precision import runtime_choice
+    from utils.runtimes import ov_core
+    from utils.runtimes.policy import Choice
 
-    auto = with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "auto"})
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
-    assert model_dtype(auto, cpu) == torch.bfloat16
-    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
-    assert model_dtype(auto, cpu) == torch.float32
-    assert model_dtype(auto, torch.device("cuda")) == torch.float16
-    assert model_dtype(with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "torch.float32"}), cpu) == torch.float32
-    with pytest.raises(ValueError, match="float16"):
-        model_dtype(with_overrides(tiny_cfg, {"sd_pipe.params.torch_dtype": "float16"}), cpu)
+    auto = with_overrides(tiny_cfg, {"runtime": "auto", "precision": "auto"})
+    monkeypatch.setattr(devices, "pick_device", lambda prefer=None: torch.device("cpu"))
+    monkeypatch.setattr(ov_core, "capabilities", lambda: ("BF16", "FP32"))
+    assert runtime_choice(auto) == Choice("openvino", "bfloat16", "cpu")
+    monkeypatch.setattr(ov_core, "capabilities", lambda: ("FP32",))
+    assert runtime_choice(auto) == Choice("openvino", "float32", "cpu")
+    monkeypatch.setattr(devices, "pick_device", lambda prefer=None: torch.device("cuda"))
+    assert runtime_choice(auto) == Choice("torch", "float16", "cuda")
+
+
+def relative_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.double() - ref.double()).norm() / ref.double().norm())
+
+
+@pytest.mark.parametrize("precision,limit", [("float32", 1e-4), ("bfloat16", 3e-2)])
+def test_openvino_equals_torch_float32(tiny_cfg, precision, limit):
+    """VAE encoder, decoder, UNet and noise predictor converted to OpenVINO: the whole sampler (two
+    steps, a batch of two and patches blended) against torch float32 on the same weights."""
+    from utils.runtimes import ov_core
+
+    if precision == "bfloat16" and "BF16" not in ov_core.capabilities():
+        pytest.skip("this CPU's OpenVINO plugin does not list BF16")
+    lr = lr_image(24, 20, b=2, seed=3)
+    torch_fp32 = sampler(tiny_cfg, timesteps=[250, 100])  # not the conversion example's timestep
+    ov = sampler(tiny_cfg, timesteps=[250, 100], runtime="openvino", precision=precision)
+    assert ov.backend.identity["runtime"] == "openvino" and ov.backend.identity["precision"] == precision
+    ref, got = upscale(torch_fp32, lr), upscale(ov, lr)
+    assert got.shape == ref.shape == (2, 3, 96, 80) and got.dtype == torch.float32
+    error = relative_l2(got, ref)
+    assert error < limit
+    if precision == "bfloat16":
+        assert error > 1e-4  # bf16 really ran

@@ -7,8 +7,11 @@ import torch.nn.functional as F
 from tests.conftest import run_settings
 from utils import devices
 from utils.backends import backend_status, load_backend
-from utils.backends.realesrgan import Engine, RealESRGANBackend, choose_engine, packaged_model_files
+from utils.backends.realesrgan import RealESRGANBackend, packaged_model_files, runtime_choice
 from utils.config import ConfigError, validate_config, with_overrides
+from utils.runtimes import ov_core
+from utils.runtimes.policy import Choice
+from utils.settings import config_problems
 from utils.pipeline.chain import to_tensor
 
 
@@ -35,7 +38,7 @@ def test_realesrgan_is_available_offline(cfg):
 def test_realesrgan_upscales_4x_and_matches_direct_ncnn(cfg, butterfly):
     crop = butterfly[100:132, 60:100]  # 32×40, a wing edge
     lr = to_tensor(crop)
-    backend = load_backend("realesrgan", with_overrides(cfg, {"realesrgan.engine": "ncnn"}))
+    backend = load_backend("realesrgan", with_overrides(cfg, {"runtime": "ncnn"}))
     assert backend.device == "cpu"
     sr = backend.upscale(lr, run_settings(cfg, "realesrgan"))
     assert sr.shape == (1, 3, 128, 160) and sr.dtype == torch.float32
@@ -60,88 +63,118 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a.double() - b.double()) ** 2).mean()))
 
 
+WITHOUT_BF16 = ("WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT")
+
+
 @pytest.fixture
 def cpu_only(monkeypatch):
-    """This machine as any CPU-only one, whatever its flags; the test sets fast bf16 itself."""
+    """This machine as any CPU-only one; the test fakes OpenVINO's capability report and AMX itself."""
     monkeypatch.setattr(devices, "pick_device", lambda prefer=None: torch.device("cpu"))
 
-    def native_bf16(flag: bool):
-        monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: flag)
+    def cpu(ov_capabilities=WITHOUT_BF16, amx=False):
+        monkeypatch.setattr(ov_core, "capabilities", lambda: ov_capabilities)
+        monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: amx)
 
-    return native_bf16
-
-
-def test_auto_engine_is_ncnn_on_a_cpu_without_native_bf16(cfg, cpu_only):
-    cpu_only(False)
-    assert choose_engine(cfg) == Engine("ncnn", "cpu", "float32")
-    assert RealESRGANBackend.model_key(cfg)[0] == Engine("ncnn", "cpu", "float32")
+    return cpu
 
 
-def test_auto_engine_is_torch_bf16_on_a_cpu_with_native_bf16(cfg, cpu_only, butterfly):
-    cpu_only(True)
-    assert choose_engine(cfg) == Engine("torch", "cpu", "bfloat16")
-    backend = RealESRGANBackend(cfg)
-    identity = backend.identity
-    assert (identity["backend"], identity["runtime"], identity["precision"]) == ("realesrgan", "torch", "bfloat16")
-    assert set(identity["weights"]) == {"REALESRGAN_X4PLUS_UP4X.param", "REALESRGAN_X4PLUS_UP4X.bin"}
-    assert backend.model.model[0].weight.dtype == torch.bfloat16 and backend.device == "cpu"
-    # An 8×8 input keeps emulated bf16 cheap on CPUs without it; the result is the ncnn one, roughly.
-    lr = to_tensor(butterfly[110:118, 70:78])
-    sr = backend.upscale(lr, run_settings(cfg, "realesrgan"))
-    reference = torch.from_numpy(np.clip(direct_ncnn(lr[0].numpy()), 0, 1))[None]
-    assert sr.shape == (1, 3, 32, 32) and psnr(sr, reference) >= 40
-    cpu_only(False)
-    assert RealESRGANBackend.model_key(cfg) != RealESRGANBackend.model_key(
-        with_overrides(cfg, {"realesrgan.engine": "torch", "realesrgan.dtype": "bfloat16"}))
+def test_auto_runtime_is_ncnn_on_a_cpu_without_bf16(cfg, cpu_only):
+    cpu_only(WITHOUT_BF16, amx=False)
+    assert runtime_choice(cfg) == Choice("ncnn", "float32", "cpu")
+    assert RealESRGANBackend.model_key(cfg)[0] == Choice("ncnn", "float32", "cpu")
 
 
-def test_auto_engine_on_gpus(cfg, monkeypatch):
+def test_auto_runtime_is_openvino_bf16_where_openvino_lists_bf16(cfg, cpu_only):
+    cpu_only(("BF16", "FP32"), amx=False)
+    assert runtime_choice(cfg) == Choice("openvino", "bfloat16", "cpu")
+    cpu_only(("BF16", "FP32"), amx=True)  # AMX: OpenVINO's bf16 uses it too
+    assert runtime_choice(cfg) == Choice("openvino", "bfloat16", "cpu")
+
+
+def test_auto_runtime_on_gpus(cfg, monkeypatch):
     monkeypatch.setattr(devices, "pick_device", lambda prefer=None: torch.device("cuda"))
-    assert choose_engine(cfg) == Engine("torch", "cuda", "float16")
+    assert runtime_choice(cfg) == Choice("torch", "float16", "cuda")
     monkeypatch.setattr(devices, "pick_device", lambda prefer=None: torch.device("mps"))
-    assert choose_engine(cfg) == Engine("torch", "mps", "float32")
+    assert runtime_choice(cfg) == Choice("torch", "float32", "mps")
 
 
-def test_torch_fp32_engine_matches_ncnn(cfg, butterfly):
+def ncnn_and(cfg, butterfly, overrides: dict):
+    """(backend with ``overrides``, its result on a 32×40 wing edge, the ncnn backend's result)."""
     lr = to_tensor(butterfly[100:132, 60:100])
-    chosen = with_overrides(cfg, {"realesrgan.engine": "torch", "realesrgan.dtype": "float32"})
-    backend = RealESRGANBackend(chosen)
-    assert backend.identity["runtime"] == "torch" and backend.identity["precision"] == "float32"
+    chosen = with_overrides(cfg, overrides)
+    backend = load_backend("realesrgan", chosen)
     sr = backend.upscale(lr, run_settings(chosen, "realesrgan"))
-    ncnn_sr = load_backend("realesrgan", with_overrides(cfg, {"realesrgan.engine": "ncnn"})).upscale(
+    reference = load_backend("realesrgan", with_overrides(cfg, {"runtime": "ncnn"})).upscale(
         lr, run_settings(cfg, "realesrgan"))
-    assert psnr(sr, ncnn_sr) >= 60
+    return backend, sr, reference
+
+
+def test_torch_float32_matches_ncnn(cfg, butterfly):
+    backend, sr, reference = ncnn_and(cfg, butterfly, {"runtime": "torch", "precision": "float32"})
+    assert backend.identity["runtime"] == "torch" and backend.identity["precision"] == "float32"
+    assert psnr(sr, reference) >= 60
+
+
+def test_openvino_float32_matches_ncnn(cfg, butterfly):
+    backend, sr, reference = ncnn_and(cfg, butterfly, {"runtime": "openvino", "precision": "float32"})
+    made = backend.identity
+    assert (made["backend"], made["runtime"], made["precision"], made["device"]) == \
+        ("realesrgan", "openvino", "float32", "cpu")
+    assert list(made["weights"]) == ["REALESRGAN_X4PLUS_UP4X.param", "REALESRGAN_X4PLUS_UP4X.bin"]
+    assert psnr(sr, reference) >= 50
+
+
+def test_openvino_bfloat16_stays_within_45_db_of_ncnn(cfg, butterfly):
+    if "BF16" not in ov_core.capabilities():
+        pytest.skip("this CPU's OpenVINO plugin does not list BF16")
+    backend, sr, reference = ncnn_and(cfg, butterfly, {"runtime": "openvino", "precision": "bfloat16"})
+    assert backend.identity["precision"] == "bfloat16"
+    assert 45 <= psnr(sr, reference) < 80  # bf16 really ran: float32 reaches ~100 dB
 
 
 def test_custom_model_files_run_on_ncnn(cfg, cpu_only):
-    cpu_only(True)
+    cpu_only(("BF16", "FP32"))
     param, weights = packaged_model_files()
     custom = with_overrides(cfg, {"realesrgan.param_file": str(param), "realesrgan.model_file": str(weights)})
-    assert choose_engine(custom).name == "ncnn"
-    forced = with_overrides(custom, {"realesrgan.engine": "torch"})
+    assert runtime_choice(custom).runtime == "ncnn"
+    forced = with_overrides(custom, {"runtime": "openvino"})
     status = RealESRGANBackend.availability(forced)
-    assert not status.ok and "torch converts only the packaged x4plus" in status.reason
+    assert not status.ok and "openvino converts only the packaged x4plus" in status.reason
 
 
 @pytest.mark.parametrize("overrides,words", [
-    ({"realesrgan.engine": "ncnn", "realesrgan.dtype": "bfloat16"}, "bfloat16 needs realesrgan.engine torch"),
-    ({"realesrgan.engine": "torch", "realesrgan.dtype": "float16"}, "'float16' is not supported on cpu"),
+    ({"runtime": "ncnn", "precision": "bfloat16"}, "precision bfloat16: realesrgan on ncnn runs float32 only"),
+    ({"runtime": "torch", "precision": "float16"}, "float16 is not supported by torch on cpu"),
+    ({"runtime": "openvino", "precision": "bfloat16"}, "needs a CPU whose OpenVINO plugin lists BF16"),
 ])
-def test_engine_and_dtype_that_cannot_run_are_refused(cfg, cpu_only, overrides, words):
-    cpu_only(False)
+def test_runtime_and_precision_that_cannot_run_are_refused(cfg, cpu_only, overrides, words):
+    cpu_only(WITHOUT_BF16)
     status = RealESRGANBackend.availability(with_overrides(cfg, overrides))
     assert not status.ok and words in status.reason
+    assert any(words in problem for problem in config_problems(with_overrides(cfg, overrides), "realesrgan"))
 
 
-def test_engine_values_are_validated(cfg):
-    with pytest.raises(ConfigError, match="realesrgan.engine must be one of auto, torch, ncnn .got 'onnx'."):
-        validate_config(with_overrides(cfg, {"realesrgan.engine": "onnx"}))
+def test_runtime_values_are_validated(cfg):
+    with pytest.raises(ConfigError, match="runtime must be one of auto, openvino, torch, ncnn .got 'onnx'."):
+        validate_config(with_overrides(cfg, {"runtime": "onnx"}))
+
+
+@pytest.mark.parametrize("old,new", [("realesrgan.engine", "runtime"), ("realesrgan.dtype", "precision"),
+                                     ("sd_pipe.params.torch_dtype", "precision")])
+def test_replaced_keys_in_a_users_config_are_refused_naming_the_new_one(cfg, old, new):
+    from omegaconf import OmegaConf
+
+    section, _, key = old.rpartition(".")
+    users = OmegaConf.merge(cfg, OmegaConf.create({section: {key: "auto"}} if "." not in section else
+                                                  {"sd_pipe": {"params": {key: "auto"}}}))
+    with pytest.raises(ConfigError, match=f"{old} was replaced by the top-level {new}"):
+        validate_config(users)
 
 
 def test_ncnn_runs_the_x4_tail_in_bands_with_the_same_result(cfg, butterfly):
     """The trunk runs once and the ×4 tail in bands of rows (a quarter of the memory): same pixels."""
     crop = butterfly[60:132, 60:84]  # 72×24: three bands of tail rows
-    backend = load_backend("realesrgan", with_overrides(cfg, {"realesrgan.engine": "ncnn"}))
+    backend = load_backend("realesrgan", with_overrides(cfg, {"runtime": "ncnn"}))
     sr = backend.upscale(to_tensor(crop), run_settings(cfg, "realesrgan"))
     reference = np.clip(direct_ncnn(crop.transpose(2, 0, 1)), 0, 1)
     assert sr.shape == (1, 3, 288, 96)

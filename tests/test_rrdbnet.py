@@ -14,7 +14,7 @@ from utils import devices
 from utils.backends import rrdbnet, weight_cache
 from utils.backends.ncnn_import import REALESRGAN_X4PLUS_SHA256, NcnnFormatError, read_ncnn
 from utils.backends.rrdbnet import load_rrdbnet, packaged_model_files, ncnn_to_state_dict, upscale
-from utils.devices import cpu_has_fast_bf16, inference_dtype
+from utils.devices import cpu_has_fast_bf16
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,21 +109,6 @@ def test_conversion_is_cached_and_reused(tmp_path, monkeypatch):
                                                  "bin_sha256": "0" * 64})
     rrdbnet.x4plus_state_dict(weights_dir=tmp_path)
     assert len(calls) == 2
-
-
-def test_inference_dtype_choices(monkeypatch):
-    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
-    assert inference_dtype("cpu") == torch.bfloat16
-    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
-    assert inference_dtype("cpu") == torch.float32
-    assert inference_dtype(torch.device("cuda")) == torch.float16
-    assert inference_dtype("mps") == torch.float32
-    assert inference_dtype("cpu", prefer="bfloat16") == torch.bfloat16
-    assert inference_dtype("mps", prefer="float16") == torch.float16
-    with pytest.raises(ValueError, match="'float16' is not supported on cpu"):
-        inference_dtype("cpu", prefer="float16")
-    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
-        inference_dtype("cpu", prefer="fp8")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="CPU flags are read on Linux only")

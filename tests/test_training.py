@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from tiny_sd import TINY_NP_PARAMS, tiny_cfg, tiny_overrides  # noqa: F401 (fixtures)
 
 from sampler_invsr import InvSamplerSR
-from utils.backends.invsr.diffusion import sample_patches
+from utils.backends.invsr.sampling import sample_patches
 from utils.backends.invsr.noise_predictor import NoisePredictor
 from utils.config import ConfigError, with_overrides
 from utils.settings import RunSettings

@@ -23,4 +23,4 @@ def tiny_cfg(tiny_overrides):
     from utils.config import load_config, with_overrides
 
     # float32: the reference-equality tests recompute InvSR by hand in float32 (bf16 has its own test).
-    return with_overrides(load_config(), {**tiny_overrides, "sd_pipe.params.torch_dtype": "float32"})
+    return with_overrides(load_config(), {**tiny_overrides, "runtime": "torch", "precision": "float32"})

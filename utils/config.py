@@ -31,9 +31,12 @@ COLOR_FIX_METHODS = ("none", "ycbcr", "wavelet", "histogram", "hybrid")
 FUSION_METHODS = ("weighted", "max")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 OUTSCALE_RANGE = (1.0, 4.0)   # a user's ×8 model (the custom backend) may go up to its scale
-REALESRGAN_ENGINES = ("auto", "torch", "ncnn")
-REALESRGAN_DTYPES = (None, "float32", "bfloat16", "float16")
-INVSR_DTYPES = ("auto", "float32", "bfloat16", "float16")  # a "torch." prefix is accepted
+# The engine that runs a model and its precision (utils.runtimes.policy decides what auto means).
+RUNTIMES = ("auto", "openvino", "torch", "ncnn")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+# Keys of older configs and the settings that replaced them; a config that still has one is refused.
+REPLACED_KEYS = {"realesrgan.engine": "runtime", "realesrgan.dtype": "precision",
+                 "sd_pipe.params.torch_dtype": "precision"}
 WAIFU2X_DENOISE_LEVELS = (-1, 0, 1, 2, 3)  # -1: no denoising
 
 
@@ -132,13 +135,11 @@ def general_problems(cfg: DictConfig, max_outscale: float = OUTSCALE_RANGE[1]) -
     need(_is_int(bs) and bs >= 1, f"basesr.chopping.extra_bs must be an integer ≥ 1 (got {bs!r})")
     for key in ("latent_tiled_size", "sample_tiled_size"):
         need(_is_int(cfg[key]) and cfg[key] > 0, f"{key} must be a positive integer (got {cfg[key]!r})")
-    dtype = str(cfg.sd_pipe.params.get("torch_dtype") or "auto").removeprefix("torch.")
-    need(dtype in INVSR_DTYPES, f"sd_pipe.params.torch_dtype must be one of {', '.join(INVSR_DTYPES)} (got {dtype!r})")
-    need(cfg.realesrgan.engine in REALESRGAN_ENGINES,
-         f"realesrgan.engine must be one of {', '.join(REALESRGAN_ENGINES)} (got {cfg.realesrgan.engine!r})")
-    for section in ("realesrgan", "custom"):
-        need(cfg[section].dtype in REALESRGAN_DTYPES,
-             f"{section}.dtype must be null or one of float32, bfloat16, float16 (got {cfg[section].dtype!r})")
+    problems += [f"{old} was replaced by the top-level {new}: remove it from the config and set {new} instead"
+                 for old, new in REPLACED_KEYS.items() if OmegaConf.select(cfg, old, default=_MISSING) is not _MISSING]
+    runtime, precision = runtime_setting(cfg)
+    need(runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
+    need(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     need(_is_int(cfg.waifu2x.denoise) and cfg.waifu2x.denoise in WAIFU2X_DENOISE_LEVELS,
          f"waifu2x.denoise must be -1 (off), 0, 1, 2 or 3 (got {cfg.waifu2x.denoise!r})")
     need((cfg.color_fix or "none") in COLOR_FIX_METHODS,
@@ -168,6 +169,11 @@ def general_problems(cfg: DictConfig, max_outscale: float = OUTSCALE_RANGE[1]) -
         need(_is_int(cfg.limits[key]) and cfg.limits[key] > 0,
              f"limits.{key} must be a positive integer (got {cfg.limits[key]!r})")
     return problems
+
+
+def runtime_setting(cfg: DictConfig) -> tuple[str, str]:
+    """(runtime, precision) as the config sets them (``auto`` when a config predates them)."""
+    return str(cfg.get("runtime") or "auto"), str(cfg.get("precision") or "auto")
 
 
 def names_list(names) -> str:

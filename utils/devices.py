@@ -1,4 +1,5 @@
-"""Pick where models run (CUDA, then Apple MPS, then the CPU) and in which dtype."""
+"""Pick where models run (CUDA, then Apple MPS, then the CPU), whether torch bf16 pays off on this CPU,
+and the process-wide thread count. Which precision a model runs in is decided in utils.runtimes.policy."""
 from __future__ import annotations
 
 import os
@@ -48,35 +49,6 @@ def cpu_has_fast_bf16(cpuinfo: Path = CPUINFO) -> bool:
         if key.strip() == "flags":
             flags.update(value.split())
     return not FAST_BF16_FLAGS.isdisjoint(flags)
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Which overrides make sense where: float16 has no fast CPU kernels, and bf16 on MPS needs macOS 14+.
-_ALLOWED = {"cpu": {"float32", "bfloat16"}, "cuda": {"float32", "bfloat16", "float16"},
-            "mps": {"float32", "float16"}}
-
-
-def inference_dtype(device: torch.device | str, prefer: str | None = None) -> torch.dtype:
-    """Weight/activation dtype for a convolutional model on ``device``.
-
-    Default: CUDA float16, MPS float32, CPU bfloat16 only where it is faster than float32
-    (:func:`cpu_has_fast_bf16`), otherwise float32. ``prefer`` ("float32", "bfloat16",
-    "float16") overrides it when the device supports that dtype; anything else raises ValueError.
-    """
-    kind = torch.device(device).type
-    if prefer is not None:
-        if prefer not in _DTYPES:
-            raise ValueError(f"unknown dtype {prefer!r}: choose one of {', '.join(_DTYPES)}")
-        allowed = _ALLOWED.get(kind, {"float32"})
-        if prefer not in allowed:
-            raise ValueError(f"dtype {prefer!r} is not supported on {kind}: choose one of "
-                             f"{', '.join(d for d in _DTYPES if d in allowed)}")
-        return _DTYPES[prefer]
-    if kind == "cuda":
-        return torch.float16
-    if kind == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32
 
 
 def cpu_threads() -> int:

@@ -19,18 +19,23 @@ from typing import Any, Callable, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.config import OUTSCALE_RANGE, ConfigError, general_problems, names_list, resolve_timesteps
+from utils.config import OUTSCALE_RANGE, PRECISIONS, RUNTIMES, ConfigError, general_problems, names_list, \
+    resolve_timesteps, runtime_setting
+from utils.runtimes.policy import RuntimeRefused, choose
 
 # Settings every backend reads, by flag name. A stage's own parameters (min/max overlap, fusion method)
 # count only while the stage is on: they are read wherever the stage is.
-COMMON_SETTINGS = frozenset({"color_fix", "outscale", "width", "height", "format", "quality", "chopping_bs", "smart_chopping",
-                             "min_overlap", "max_overlap", "edge_enhancement", "fusion_method"})
+COMMON_SETTINGS = frozenset({"color_fix", "outscale", "width", "height", "format", "quality", "chopping_bs",
+                             "smart_chopping", "min_overlap", "max_overlap", "edge_enhancement", "fusion_method",
+                             "runtime", "precision"})
 # Attention fusion blends the model's detail with the bicubic upsampling: a no-op for bicubic itself.
 FUSION = frozenset({"attention_fusion"})
 TILING = frozenset({"tile_size", "overlap"})
 # The settings that switch a post-processing stage on; off is their unset value.
 STAGES = ("adaptive_scheduler", "adaptive_guidance", "attention_fusion")
 TORCH_PRECISIONS = ("float32", "bfloat16", "float16")
+# OpenVINO's CPU plugin: bfloat16 where it lists BF16, float16 where it lists FP16 (utils.runtimes.policy).
+OPENVINO_PRECISIONS = ("float32", "bfloat16", "float16")
 POSTPROCESS_SETTINGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "max_overlap", "attention_fusion",
                         "fusion_method", "edge_enhancement", "adaptive_guidance")
 # Setting (flag name) -> the config key it sets; tile_size and overlap set keys of the chosen backend
@@ -38,8 +43,8 @@ POSTPROCESS_SETTINGS = ("adaptive_scheduler", "smart_chopping", "min_overlap", "
 CONFIG_KEYS = MappingProxyType({
     "num_steps": "num_steps", "timesteps": "timesteps", "chopping_bs": "basesr.chopping.extra_bs",
     "color_fix": "color_fix", "seed": "seed", "outscale": "outscale", "width": "output.width",
-    "height": "output.height", "format": "output.format",
-    "quality": "output.quality", "threads": "threads", "sd_path": "sd_pipe.params.pretrained_model_name_or_path",
+    "height": "output.height", "format": "output.format", "quality": "output.quality", "threads": "threads",
+    "runtime": "runtime", "precision": "precision", "sd_path": "sd_pipe.params.pretrained_model_name_or_path",
     "started_ckpt_path": "model_start.ckpt_path", "denoise": "waifu2x.denoise", "model": "custom.model_path",
     **{key: f"postprocess.{key}" for key in POSTPROCESS_SETTINGS},
 })
@@ -109,7 +114,7 @@ SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in
     _spec("invsr", (4,), FUSION | {"tile_size", "num_steps", "timesteps", "seed", "adaptive_scheduler",
                                    "adaptive_guidance", "cfg_scale", "sd_path",
                                    "started_ckpt_path"},
-          {"torch": TORCH_PRECISIONS}, 128,
+          {"openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}, 128,
           # An estimate (SD-Turbo's weights are not on the measuring machine): per patch the VAE's encoding
           # and decoding dominate (SD-Turbo's VAE shape, random weights: 121 MB + 2,795 B per patch output
           # pixel); blending and post-processing as for bicubic.
@@ -117,7 +122,8 @@ SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in
           tile_key="basesr.chopping.pch_size", size_multiple=8, large_input_tile=(512 ** 2, 256)),
     # x4plus: tiles of up to 532 px at the default 448 (~4.5 GB peak with ncnn). RRDBNet's influence fades
     # within 40 px: 64-px tiles stay ≥ 45 dB from the whole image on textured images (docs/benchmarks.md).
-    _spec("realesrgan", (4,), FUSION | TILING, {"ncnn": ("float32",), "torch": TORCH_PRECISIONS}, 448,
+    _spec("realesrgan", (4,), FUSION | TILING,
+          {"ncnn": ("float32",), "openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}, 448,
           MemoryCost(733 * MB, 339), context_margin=40),
     _spec("span", (2, 4), FUSION | TILING, NCNN_ONLY, 512, MemoryCost(173 * MB, 273), context_margin=22),
     # 18 stacked 3×3 convolutions plus a nearest-upsampled skip: exact beyond 18 px.
@@ -190,7 +196,8 @@ def readers(setting: str) -> list[str]:
 
 def config_problems(cfg: DictConfig, backend: str) -> list[str]:
     """Every problem of ``cfg`` for a run of ``backend``, one message each: the config's own values, the
-    stages switched on that the backend does not read, and a tile size or margin it cannot use."""
+    stages switched on that the backend does not read, a tile size or margin it cannot use, and a
+    runtime/precision that cannot run it here."""
     try:
         spec = spec_for(backend, model_path(cfg, backend))
     except ValueError as exc:
@@ -198,6 +205,12 @@ def config_problems(cfg: DictConfig, backend: str) -> list[str]:
     problems = general_problems(cfg, spec.scale) + [unread_message(stage, backend).replace("_", " ", 1)
                                                     for stage in STAGES
                                                     if cfg.postprocess[stage] and stage not in spec.reads]
+    runtime, precision = runtime_setting(cfg)
+    if runtime in RUNTIMES and precision in PRECISIONS:
+        try:
+            choose(backend, spec.runtimes, runtime, precision)
+        except RuntimeRefused as exc:
+            problems.append(str(exc))
     tile = OmegaConf.select(cfg, spec.tile_key)
     if tile is not None and (not _is_int(tile) or tile < 16 or tile % spec.size_multiple):
         multiple = f" and a multiple of {spec.size_multiple}" if spec.size_multiple > 1 else ""

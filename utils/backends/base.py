@@ -107,6 +107,12 @@ class Backend(ABC):
         return {"backend": self.name, **self.engine(),
                 "weights": {str(path.name): weights_sha256(path) for path in self.weight_files()}}
 
+    @property
+    def runtime(self) -> str:
+        """What runs the model and in which precision, for display ("openvino bfloat16")."""
+        engine = self.engine()
+        return f"{engine['runtime']} {engine['precision']}"
+
     @abstractmethod
     def upscale(self, lr: torch.Tensor, settings: RunSettings,
                 progress: Optional[ProgressFn] = None) -> torch.Tensor:

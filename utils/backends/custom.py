@@ -13,9 +13,10 @@ from typing import Optional
 
 import torch
 
-from utils import devices
 from utils.backends.base import Availability, BackendUnavailable, TiledBackend
 from utils.backends.custom_model import CustomModel, ModelFileError, check_model_path, load_custom_model
+from utils.config import runtime_setting
+from utils.runtimes.policy import Choice, RuntimeRefused, choose
 from utils.settings import FILE_SPECS, SPECS, BackendSpec
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -48,19 +49,25 @@ def custom_model(cfg) -> CustomModel:
         raise BackendUnavailable(str(exc)) from None
 
 
-def choose_dtype(model: CustomModel, device: torch.device, wanted: str | None) -> torch.dtype:
-    """``wanted`` (None: the device's fast dtype) where the model's descriptor supports it. Without an
-    explicit choice an unsupported half dtype falls back to float32; an explicit one is refused."""
+def runtime_choice(cfg) -> Choice:
     try:
-        dtype = devices.inference_dtype(device, wanted)
-    except ValueError as exc:
-        raise BackendUnavailable(f"custom.dtype: {exc}") from None
+        return choose("custom", SPECS["custom"].runtimes, *runtime_setting(cfg))
+    except RuntimeRefused as exc:
+        raise BackendUnavailable(str(exc)) from None
+
+
+def choose_dtype(model: CustomModel, cfg) -> tuple[torch.device, torch.dtype]:
+    """The device and the precision the runtime policy picks (``precision``), where the model's descriptor
+    supports it. With ``precision: auto`` an unsupported half precision falls back to float32; an
+    explicit one is refused."""
+    choice = runtime_choice(cfg)
+    dtype = getattr(torch, choice.precision)
     if model.supports(dtype):
-        return dtype
-    if wanted is None:
-        return torch.float32
-    raise BackendUnavailable(f"{model.path.name}: {model.architecture} does not support {wanted} (its spandrel "
-                             "descriptor says so); use custom.dtype float32")
+        return torch.device(choice.device), dtype
+    if runtime_setting(cfg)[1] == "auto":
+        return torch.device(choice.device), torch.float32
+    raise BackendUnavailable(f"{model.path.name}: {model.architecture} does not support {choice.precision} "
+                             "(its spandrel descriptor says so); use --precision float32")
 
 
 class CustomBackend(TiledBackend):
@@ -68,8 +75,7 @@ class CustomBackend(TiledBackend):
 
     def __init__(self, cfg):
         self.model = custom_model(cfg)
-        self._device = devices.pick_device()
-        self.dtype = choose_dtype(self.model, self._device, cfg.custom.dtype)
+        self._device, self.dtype = choose_dtype(self.model, cfg)
         descriptor = self.model.descriptor
         if (self._device.type, self.dtype) != ("cpu", torch.float32):  # the loaded copy is shared
             descriptor = copy.deepcopy(descriptor).to(self._device, self.dtype)
@@ -89,7 +95,7 @@ class CustomBackend(TiledBackend):
     def model_key(cls, cfg):
         path = model_path(cfg).resolve()
         stat = path.stat()  # a file replaced under the same name is loaded again
-        return str(path), stat.st_mtime_ns, stat.st_size, cfg.custom.dtype
+        return str(path), stat.st_mtime_ns, stat.st_size, runtime_choice(cfg)
 
     @property
     def device(self) -> str:

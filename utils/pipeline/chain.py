@@ -76,9 +76,10 @@ class RunInfo:
     stages: list[str] = field(default_factory=list)  # post-processing that ran, for the summary
     notes: list[str] = field(default_factory=list)   # warnings about the input or the settings
     scale: int = SCALE            # the backend's native scale for this run (×2 models for outscale ≤ 2)
+    runtime: str = ""             # e.g. "openvino bfloat16"
 
     def summary(self) -> str:
-        parts = [f"{self.backend} ×{self.scale} on {self.device}",
+        parts = [f"{self.backend} ×{self.scale} on {self.device}" + (f" ({self.runtime})" if self.runtime else ""),
                  f"{self.input_size[0]}×{self.input_size[1]} → {self.output_size[0]}×{self.output_size[1]}",
                  f"color fix {self.color_fix}", f"{self.seconds:.2f} s"]
         if self.timesteps:
@@ -136,7 +137,8 @@ def run_pipeline(lr: torch.Tensor, backend: Backend, settings: RunSettings,
         stages.append("smart chopping")
     sr = resize_to(sr, (oh, ow))
     info = RunInfo(backend.name, backend.device, (w, h), (ow, oh), time.perf_counter() - start, settings.color_fix,
-                   timesteps=timesteps, complexity=complexity, stages=stages, notes=notes, scale=scale)
+                   timesteps=timesteps, complexity=complexity, stages=stages, notes=notes, scale=scale,
+                   runtime=backend.runtime)
     return sr, info
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from utils.backends import BACKENDS, Availability
+from utils.runtimes.policy import RuntimeRefused, choose
+from utils.settings import SPECS
 
 # Picker order: the offline models first, most general first; every registered backend has an entry.
 NAMES = {
@@ -48,13 +50,21 @@ class ModelEntry:
 
     def line(self) -> str:
         mark = "✓" if self.status.ok else "✗"
-        return f"{mark} **{label(self.backend)}**" + ("" if self.status.ok else
+        return f"{mark} **{label(self.backend)}**" + (f" — {runs_on(self.backend)}" if self.status.ok else
                                                       f" — {unavailable_line(self.backend, self.status)}")
 
     def details(self) -> str:
         card = BACKENDS[self.backend].card
         text = card.text() if card is not None else name(self.backend)
         return text + ("" if self.status.ok else f"\n\n  Why not here: {self.status.reason}")
+
+
+def runs_on(backend: str) -> str:
+    """"runs on openvino bfloat16 here": the runtime and precision ``auto`` picks on this machine."""
+    try:
+        return f"runs on {choose(backend, SPECS[backend].runtimes).describe()} here"
+    except RuntimeRefused as exc:
+        return str(exc)
 
 
 def models_markdown(status: dict[str, Availability]) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """One training forward of InvSR's noise predictor, built from the sampler's own pieces
-(utils.backends.invsr.diffusion), so what is trained is exactly what the sampler runs for one step:
+(utils.backends.invsr.sampling), so what is trained is exactly what the sampler runs for one step:
 
     z_lq = VAE(bicubic×4(lq))·s            z_t = z_lq + σ_t · predictor(lq, t − 1)   (reparameterised)
     ε    = UNet(z_t / √(σ_t² + 1), t − 1, positive prompt)
@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from utils.backends.invsr.diffusion import InvSRModels, encode_latent, shifted_scheduler, upsample_lr
+from utils.backends.invsr.models import InvSRModels
+from utils.backends.invsr.sampling import encode_latent, shifted_scheduler, upsample_lr
 
 
 @dataclass(frozen=True)

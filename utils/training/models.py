@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from utils.backends.invsr.diffusion import InvSRModels, assemble_models, predictor_params
+from utils.backends.invsr.models import InvSRModels, assemble_models, predictor_params
 from utils.backends.invsr.noise_predictor import NoisePredictor, load_noise_predictor
 from utils.backends.invsr.weights import resolve_sd_dir
 

@@ -27,6 +27,18 @@ TINY_NP_PARAMS = dict(
     flip_sin_to_cos=True, double_z=True,
 )
 TINY_SD_DIRNAME = "tiny-sd-turbo"
+# stabilityai/sd-turbo's unet, vae and text_encoder configs (the SD 2.1 base architecture): for timing
+# with random weights, since a forward pass costs the same whatever the weight values.
+SD_TURBO_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                     block_out_channels=(320, 640, 1280, 1280),
+                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                     attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True)
+SD_TURBO_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=768,
+                    block_out_channels=(128, 256, 512, 512),
+                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+SD_TURBO_TEXT = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
+                     projection_dim=512, hidden_act="gelu", max_position_embeddings=77, vocab_size=49408)
 
 
 def _byte_chars() -> list[str]:
@@ -80,6 +92,25 @@ def build_tiny_sd(sd_dir: Path) -> Path:
         max_position_embeddings=77, projection_dim=16, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )).save_pretrained(sd_dir / "text_encoder")
+    EulerDiscreteScheduler(**SD_TURBO_SCHEDULER).save_pretrained(sd_dir / "scheduler")
+    (sd_dir / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return sd_dir
+
+
+def build_random_sd_turbo(sd_dir: Path) -> Path:
+    """Write SD-Turbo's full architecture with random weights into ``sd_dir`` (diffusers layout, the
+    tiny tokenizer); returns it. For measuring speed through the user-facing --sd_path."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    sd_dir = Path(sd_dir)
+    torch.manual_seed(0)
+    AutoencoderKL(**SD_TURBO_VAE).save_pretrained(sd_dir / "vae")
+    UNet2DConditionModel(**SD_TURBO_UNET).save_pretrained(sd_dir / "unet")
+    write_tokenizer_files(sd_dir / "tokenizer")
+    CLIPTokenizer(str(sd_dir / "tokenizer" / "vocab.json"), str(sd_dir / "tokenizer" / "merges.txt"),
+                  model_max_length=77).save_pretrained(sd_dir / "tokenizer")
+    CLIPTextModel(CLIPTextConfig(**SD_TURBO_TEXT)).save_pretrained(sd_dir / "text_encoder")
     EulerDiscreteScheduler(**SD_TURBO_SCHEDULER).save_pretrained(sd_dir / "scheduler")
     (sd_dir / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return sd_dir

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from utils.backends.invsr.diffusion import POSITIVE_PROMPT
+from utils.backends.invsr.sampling import POSITIVE_PROMPT
 from utils.training.checkpoint import (INFERENCE_WEIGHTS, TRAINING_STATE, checkpoint_dir, prune_checkpoints,
                                        write_inference_weights)
 from utils.training.config import accumulation_steps

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from datapipe.image_io import LoadedImage, list_images, read_image, write_image
-from utils.backends.invsr.diffusion import InvSRModels, upscale
+from utils.backends.invsr.models import InvSRModels
+from utils.backends.invsr.sampling import upscale
 from utils.config import load_config, with_overrides
 from utils.evaluation.metrics import LPIPS, psnr_y
 from utils.pipeline.chain import bicubic_reference, to_array, to_tensor

@@ -9,33 +9,35 @@ import torch
 from omegaconf import DictConfig
 
 from utils.backends.base import Availability, Backend, BackendUnavailable
-from utils.backends.invsr import diffusion
+from utils.backends.invsr import sampling
+from utils.backends.invsr.models import load_models, predictor_params, vae_tiling
+from utils.backends.invsr.precision import runtime_choice, torch_dtype
 from utils.backends.invsr.weights import WeightsNotFound, resolve_weights
-from utils.devices import pick_device
 from utils.tiling.chopping import ProgressFn
 
 
 def _model_spec(cfg: DictConfig) -> tuple:
-    """(weights, noise-predictor params, device, dtype, VAE tiling): everything that loading depends on."""
+    """(weights, noise-predictor params, runtime choice, VAE tiling): everything that loading depends on."""
     try:
         weights = resolve_weights(cfg)
     except WeightsNotFound as exc:
         raise BackendUnavailable(str(exc)) from exc
-    device = pick_device()
-    try:
-        dtype = diffusion.model_dtype(cfg, device)
-    except ValueError as exc:
-        raise BackendUnavailable(f"sd_pipe.params.torch_dtype: {exc}") from exc
-    return weights, diffusion.predictor_params(cfg), device, dtype, diffusion.vae_tiling(cfg, device)
+    choice = runtime_choice(cfg)
+    return weights, predictor_params(cfg), choice, vae_tiling(cfg, torch.device(choice.device))
 
 
 class InvSRBackend(Backend):
     name = "invsr"
 
     def __init__(self, cfg: DictConfig):
-        spec = _model_spec(cfg)
-        self.weights, self.vae_tiling = spec[0], spec[4]
-        self.models = diffusion.load_models(*spec)
+        self.weights, params, self.choice, self.vae_tiling = _model_spec(cfg)
+        if self.choice.runtime == "openvino":
+            from utils.backends.invsr.openvino_models import load_openvino_models
+
+            self.models = load_openvino_models(self.weights, params, self.choice.precision)
+        else:
+            self.models = load_models(self.weights, params, torch.device(self.choice.device),
+                                      torch_dtype(self.choice), self.vae_tiling)
 
     @classmethod
     def availability(cls, cfg: DictConfig) -> Availability:
@@ -47,9 +49,8 @@ class InvSRBackend(Backend):
 
     @classmethod
     def model_key(cls, cfg: DictConfig):
-        weights, params, device, dtype, tiling = _model_spec(cfg)
-        return (str(weights.sd_dir), str(weights.noise_predictor), json.dumps(params, sort_keys=True),
-                str(device), str(dtype), tiling)
+        weights, params, choice, tiling = _model_spec(cfg)
+        return (str(weights.sd_dir), str(weights.noise_predictor), json.dumps(params, sort_keys=True), choice, tiling)
 
     @property
     def device(self) -> str:
@@ -59,8 +60,7 @@ class InvSRBackend(Backend):
         return [self.weights.sd_dir, self.weights.noise_predictor]
 
     def engine(self) -> dict[str, str]:
-        return {"runtime": "torch", "precision": str(self.models.dtype).removeprefix("torch."),
-                "device": self.models.device.type}
+        return {"runtime": self.choice.runtime, "precision": self.choice.precision, "device": self.models.device.type}
 
     @property
     def identity(self) -> dict:
@@ -68,4 +68,4 @@ class InvSRBackend(Backend):
         return {**super().identity, "tiled_vae": self.vae_tiling}
 
     def upscale(self, lr: torch.Tensor, settings, progress: Optional[ProgressFn] = None) -> torch.Tensor:
-        return diffusion.upscale(self.models, lr, settings, progress)
+        return sampling.upscale(self.models, lr, settings, progress)

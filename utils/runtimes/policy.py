@@ -1,0 +1,133 @@
+"""Runtime and precision per backend: what ``auto`` picks here, and what is refused.
+
+The settings are the config's top-level ``runtime`` (auto | openvino | torch | ncnn) and ``precision``
+(auto | float32 | bfloat16 | float16). ``auto`` picks, per backend, the runtime measured fastest on the
+machine's kind of processor, and the fastest precision that processor computes natively:
+
+- OpenVINO: bfloat16 where its CPU plugin lists ``BF16`` among ``OPTIMIZATION_CAPABILITIES`` (AVX512-BF16
+  or AMX), float16 only where it lists ``FP16``, float32 otherwise. Read from the plugin, never assumed.
+- PyTorch: float16 on CUDA; on a CPU bfloat16 only with AMX (on AVX512-BF16 alone torch bf16 is slower
+  than float32, :func:`utils.devices.cpu_has_fast_bf16`); float32 elsewhere.
+- ncnn: float32.
+
+Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX (docs/benchmarks.md, "Runtimes"):
+- InvSR: OpenVINO bf16 0.29-0.41× torch float32 per stage, OpenVINO float32 0.63-0.80×, so OpenVINO
+  on every CPU; torch on CUDA/MPS.
+- Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×;
+  so OpenVINO where the CPU has BF16, ncnn elsewhere; torch on CUDA/MPS.
+- SPAN, realesr-animevideov3, waifu2x: ncnn only (no torch or OpenVINO version of their weights yet).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Collection, Mapping
+
+from utils.config import PRECISIONS, RUNTIMES
+
+# What a backend supports comes from its declaration (utils.settings.SPECS[name].runtimes: runtime ->
+# precisions, a device may allow fewer); callers pass it in. The first runtime listed is the backend's
+# CPU default where OpenVINO does not win.
+Runtimes = Mapping[str, tuple[str, ...]]
+# Backends that OpenVINO runs faster than every other CPU runtime even in float32 (InvSR: 0.63-0.80×
+# torch float32). The others take OpenVINO on a CPU only where it computes bfloat16.
+OPENVINO_EVEN_IN_FLOAT32 = frozenset({"invsr"})
+# Precisions of the OpenVINO CPU plugin, by the capability that makes them native.
+OV_PRECISION_CAPABILITY = {"bfloat16": "BF16", "float16": "FP16"}
+# Which precisions torch runs well on each device kind (float16 has no fast CPU kernels, bf16 on MPS
+# needs macOS 14+).
+TORCH_PRECISIONS = {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "bfloat16", "float16"),
+                    "mps": ("float32", "float16")}
+
+
+class RuntimeRefused(ValueError):
+    """The asked runtime/precision cannot run this backend here; the message says what to set instead."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How a backend runs: ``runtime`` on ``device`` ("cpu", "cuda", "mps") in ``precision``."""
+
+    runtime: str
+    precision: str
+    device: str
+
+    def describe(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the policy needs to know of this machine; each is asked lazily (OpenVINO's import is slow)."""
+
+    torch_device: Callable[[], str]                   # "cuda", "mps" or "cpu"
+    ov_capabilities: Callable[[], Collection[str]]    # empty when OpenVINO is not installed
+    torch_fast_bf16: Callable[[], bool]               # AMX
+
+
+def this_machine() -> Machine:
+    from utils import devices
+    from utils.runtimes.ov_core import capabilities
+
+    return Machine(lambda: devices.pick_device().type, capabilities, devices.cpu_has_fast_bf16)
+
+
+def auto_runtime(backend: str, supported: Runtimes, machine: Machine) -> str:
+    """The runtime measured fastest for ``backend`` on this kind of machine (see the module docstring)."""
+    if machine.torch_device() != "cpu" and "torch" in supported:
+        return "torch"
+    if "openvino" in supported:
+        caps = machine.ov_capabilities()
+        if caps and (backend in OPENVINO_EVEN_IN_FLOAT32 or "BF16" in caps):
+            return "openvino"
+        if backend in OPENVINO_EVEN_IN_FLOAT32:
+            return "torch"
+    return next(iter(supported))
+
+
+def auto_precision(runtime: str, device: str, machine: Machine) -> str:
+    if runtime == "openvino":
+        caps = machine.ov_capabilities()
+        return "bfloat16" if "BF16" in caps else "float32"
+    if runtime == "torch":
+        if device == "cuda":
+            return "float16"
+        return "bfloat16" if device == "cpu" and machine.torch_fast_bf16() else "float32"
+    return "float32"
+
+
+def choose(backend: str, supported: Runtimes, runtime: str = "auto", precision: str = "auto",
+           machine: Machine | None = None) -> Choice:
+    """The runtime and precision ``backend`` (which ``supported`` runtimes -> precisions) runs with,
+    ``auto`` resolved for ``machine`` (default: this one).
+
+    Raises RuntimeRefused for a value or combination that cannot run, naming what can.
+    """
+    for name, value, values in (("runtime", runtime, RUNTIMES), ("precision", precision, PRECISIONS)):
+        if value not in values:
+            raise RuntimeRefused(f"{name} must be one of {', '.join(values)} (got {value!r})")
+    machine = machine or this_machine()
+    if runtime == "auto":
+        runtime = auto_runtime(backend, supported, machine)
+    elif runtime not in supported:
+        raise RuntimeRefused(f"runtime {runtime} cannot run {backend}; it runs on {', '.join(supported)}")
+    if runtime == "openvino":
+        device = "cpu"
+        if not machine.ov_capabilities():
+            raise RuntimeRefused("runtime openvino: the openvino package is not installed "
+                                 "(pip install -r requirements.txt) or finds no CPU device")
+    else:
+        device = machine.torch_device() if runtime == "torch" else "cpu"
+    if precision == "auto":
+        precision = auto_precision(runtime, device, machine)
+    allowed = supported[runtime]
+    if precision not in allowed:
+        raise RuntimeRefused(f"precision {precision}: {backend} on {runtime} runs {' or '.join(allowed)} only")
+    if runtime == "openvino" and precision in OV_PRECISION_CAPABILITY:
+        capability = OV_PRECISION_CAPABILITY[precision]
+        if capability not in machine.ov_capabilities():
+            raise RuntimeRefused(f"precision {precision} on openvino needs a CPU whose OpenVINO plugin lists "
+                                 f"{capability}; this one lists {', '.join(machine.ov_capabilities())}")
+    if runtime == "torch" and precision not in TORCH_PRECISIONS.get(device, ("float32",)):
+        raise RuntimeRefused(f"precision {precision} is not supported by torch on {device}: choose "
+                             f"{' or '.join(TORCH_PRECISIONS.get(device, ('float32',)))}")
+    return Choice(runtime, precision, device)
