@@ -74,7 +74,7 @@ def main() -> None:
             path = Path(folder) / f"{name.split()[0]}.safetensors"
             save_file({k: v.contiguous() for k, v in make().state_dict().items()}, str(path))
             run = with_overrides(cfg, {"backend": "custom", "custom.model_path": str(path), "color_fix": "none",
-                                       "custom.tile_size": args.core, "custom.dtype": "float32"})
+                                       "custom.tile_size": args.core, "precision": "float32"})
             backend = load_backend("custom", run)
             start = time.perf_counter()
             whole = backend._patch(lr, backend.scale)

@@ -1,12 +1,14 @@
 """PSNR/SSIM follow the Y-channel benchmark convention; LPIPS behaves like a distance."""
 import math
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from utils.evaluation.metrics import LPIPS, PeakRSS, psnr_rgb, psnr_y, rgb_to_y, score_pair, ssim_rgb, ssim_y
+from utils.evaluation.metrics import LPIPS, psnr_rgb, psnr_y, rgb_to_y, score_pair, ssim_rgb, ssim_y
 
 
 def _pair(seed=0, size=(96, 80)):
@@ -86,8 +88,12 @@ def test_score_pair_columns(lpips_alex):
 
 
 def test_peak_rss_sees_an_allocation():
-    with PeakRSS() as mem:
-        block = np.ones(64 * 2**20, np.uint8)
-        time.sleep(0.1)
-        del block
-    assert mem.delta_mb > 40
+    # In a fresh process: in this one an allocator that keeps freed pages (OpenVINO's TBB, loaded by
+    # earlier tests) may serve the block from memory that is already resident.
+    code = ("import time, numpy as np\nfrom utils.evaluation.metrics import PeakRSS\n"
+            "with PeakRSS() as mem:\n    block = np.ones(64 * 2**20, np.uint8)\n    time.sleep(0.1)\n    del block\n"
+            "print(mem.delta_mb)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) > 40
