@@ -122,9 +122,10 @@ def test_every_backend_has_a_picker_name_and_a_one_line_reason(cfg):
     assert line.startswith("InvSR is not available here:") and "download_weights.py" in line and "\n" not in line
     assert unavailable_line("span", Availability(False, "ncnn missing")) == "SPAN is not available here: ncnn missing"
     lines, details = models_markdown({**backend_status(cfg), "span": Availability(False, "ncnn missing")})
-    assert lines.count("\n") == len(BACKENDS) - 1 and "✗ **SPAN — faithful, fast** — SPAN is not" in lines
+    assert lines.count("\n") == len(BACKENDS) - 2 and "✗ **SPAN — faithful, fast** — SPAN is not" in lines
     assert "Why not here: ncnn missing" in details
     assert "✓ **waifu2x — photos with JPEG noise, with denoise** — runs on ncnn float32 here" in lines
+    assert "Your model" not in lines  # users' files have their own list, with architecture and scale
 
 
 @pytest.mark.parametrize("missing", [(), ("invsr",), ("invsr", "span", "realesrgan")])

@@ -69,6 +69,7 @@ def runs_on(backend: str) -> str:
 
 def models_markdown(status: dict[str, Availability]) -> tuple[str, str]:
     """(one line per backend, the model cards and full reasons) for the Models panel."""
-    entries = [ModelEntry(b, status[b]) for b in NAMES]
+    # Users' own files are listed on their own ("Your models"), each with its architecture and scale.
+    entries = [ModelEntry(b, status[b]) for b in NAMES if b != "custom"]
     return ("\n".join(f"- {e.line()}" for e in entries),
             "\n".join(f"- **{name(e.backend)}**: {e.details()}" for e in entries))

@@ -132,9 +132,10 @@ def backend_choices(user_models: Sequence[UserModel]) -> list[tuple[str, str]]:
     return [(label(b), b) for b in NAMES if b != "custom"] + [(m.label, m.value) for m in user_models]
 
 
-def user_models_markdown(folder, user_models: Sequence[UserModel]) -> str:
+def user_models_markdown(user_models: Sequence[UserModel]) -> str:
+    """The models folder's list; the folder is named by its option, never by its path on the server."""
     lines = "\n".join(f"- {m.line()}" for m in user_models) or "- none yet"
-    return f"**Your models** (files in {folder}; reload the page after adding one)\n\n{lines}"
+    return f"**Your models** (files in the models folder, --models-dir; reload the page after adding one)\n\n{lines}"
 
 
 def settings_panel(defaults: Settings, user_models: Sequence[UserModel] = ()) -> tuple[
@@ -243,8 +244,7 @@ class Page:
         the models folder now."""
         models = list_models(self.studio.models_dir)
         chosen = {} if backend is None else {"value": backend}
-        return [gr.update(choices=backend_choices(models), **chosen), user_models_markdown(self.studio.models_dir,
-                                                                                           models)]
+        return [gr.update(choices=backend_choices(models), **chosen), user_models_markdown(models)]
 
     def load_settings(self, saved) -> list:
         """On page load, in one update (so no control's change races another): :meth:`restore`'s values,
@@ -538,7 +538,7 @@ def build_ui(studio: Studio, concurrency: int) -> gr.Blocks:
                                for side in ("width", "height")}
                 lines, details = models_markdown(backend_status(cfg))
                 gr.Markdown("**Models on this machine**\n\n" + lines, elem_id="models")
-                user_list = gr.Markdown(user_models_markdown(studio.models_dir, user_models), elem_id="user-models")
+                user_list = gr.Markdown(user_models_markdown(user_models), elem_id="user-models")
                 model_upload = gr.File(file_types=list(SUFFIXES), type="filepath", visible=studio.allow_model_upload,
                                        label="Add a model file (read as tensors only)", elem_id="model-upload")
                 with gr.Accordion("Model cards: use, scales, licence, source, speed", open=False):
