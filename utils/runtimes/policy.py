@@ -15,7 +15,8 @@ Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX (docs/benchmarks.md, "
   on every CPU; torch on CUDA/MPS.
 - Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×;
   so OpenVINO where the CPU has BF16, ncnn elsewhere; torch on CUDA/MPS.
-- SPAN, realesr-animevideov3, waifu2x: ncnn only (no torch or OpenVINO version of their weights yet).
+- SPAN, realesr-animevideov3, waifu2x (torch versions of their ncnn weights, utils/backends/torch_nets.py):
+  as x4plus, OpenVINO where the CPU has BF16 (54-58 dB from ncnn), else their first listed runtime, ncnn.
 """
 from __future__ import annotations
 
