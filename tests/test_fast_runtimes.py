@@ -12,15 +12,7 @@ from utils.runtimes import ir_cache, ov_core
 from tests.conftest import run_settings
 
 FAST = ["span", "realesrgan-anime", "waifu2x"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ir_dir(tmp_path_factory):
-    """IRs go to a fresh folder, so the first load here converts."""
-    with pytest.MonkeyPatch.context() as patch:
-        folder = tmp_path_factory.mktemp("openvino")
-        patch.setattr(ir_cache, "CACHE_DIR", folder)
-        yield folder
+pytestmark = pytest.mark.usefixtures("ir_dir")
 
 
 @pytest.fixture(scope="module")

@@ -137,8 +137,9 @@ SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in
     # in the spec :func:`spec_for` makes; these are the ones it can have. 448-px tiles: with ESRGAN's
     # 40-px margin at most 1.4× the pixels of one forward. Memory: not measured per file; x4plus's
     # (ESRGAN, the commonest architecture of community models).
-    _spec("custom", (1, 2, 3, 4, 8), FUSION | TILING | {"model"}, {"torch": TORCH_PRECISIONS}, 448,
-          MemoryCost(733 * MB, 339), context_margin=64, model_file_key="custom.model_path"),
+    # OpenVINO where the file converts (torch otherwise, said once); torch first: the default without BF16.
+    _spec("custom", (1, 2, 3, 4, 8), FUSION | TILING | {"model"},
+          {"torch": TORCH_PRECISIONS, "openvino": OPENVINO_PRECISIONS}, 448, MemoryCost(733 * MB, 339), context_margin=64, model_file_key="custom.model_path"),
 )})
 # Backend -> its spec for a model file (ValueError saying why the file cannot be used), registered by the
 # backend's module (utils.backends.custom), which reads files: a layer above this one.

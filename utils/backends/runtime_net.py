@@ -25,10 +25,11 @@ Net = Callable[[torch.Tensor], torch.Tensor]
 TRACE_SIZE = 64
 
 
-def openvino_conversion(name: str, sources: tuple[Path, ...], build: BuildNet) -> ir_cache.Conversion:
+def openvino_conversion(name: str, sources: tuple[Path, ...], build: BuildNet,
+                        trace_size: int = TRACE_SIZE) -> ir_cache.Conversion:
     """``build``'s network as OpenVINO converts it: any batch and tile size, keyed by ``sources``."""
     def traced():
-        return build("cpu", torch.float32), (torch.rand(1, 3, TRACE_SIZE, TRACE_SIZE),), [(-1, 3, -1, -1)]
+        return build("cpu", torch.float32), (torch.rand(1, 3, trace_size, trace_size),), [(-1, 3, -1, -1)]
     return ir_cache.Conversion(name, sources, traced)
 
 
