@@ -17,6 +17,9 @@ Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX (docs/benchmarks.md, "
   so OpenVINO where the CPU has BF16, ncnn elsewhere; torch on CUDA/MPS.
 - SPAN, realesr-animevideov3, waifu2x (torch versions of their ncnn weights, utils/backends/torch_nets.py):
   as x4plus, OpenVINO where the CPU has BF16 (54-58 dB from ncnn), else their first listed runtime, ncnn.
+- Users' model files (custom): not measured per file; as x4plus (the commonest architecture of community
+  models), OpenVINO where the CPU has BF16, else torch. The backend falls back to torch, with a note, for
+  a model OpenVINO cannot convert.
 """
 from __future__ import annotations
 
