@@ -1,8 +1,8 @@
 """The ``custom`` backend: a user's own model file (``custom.model_path``), any architecture spandrel
 detects, run through the same context-margin tiling, post-processing and resume records as the packaged
-models, on OpenVINO where the model converts and torch otherwise. Its spec is the file's (:func:`file_spec`): its one native scale, and the context margin and
-tile alignment of its architecture (:func:`utils.backends.custom_model.context_margin`,
-:func:`~utils.backends.custom_model.tile_alignment`).
+models, on OpenVINO where the model converts and torch otherwise. Its spec is the file's
+(:func:`file_spec`): its one native scale, and the context margin and tile alignment of its architecture
+(:func:`utils.backends.custom_model.context_margin`, :func:`~utils.backends.custom_model.tile_alignment`).
 """
 from __future__ import annotations
 
@@ -93,22 +93,25 @@ class CustomBackend(TiledBackend):
         self.scale = self.model.scale
         self.scales = (self.model.scale,)
         self.choice = supported_choice(self.model, cfg, runtime_choice(cfg))
-        self.ov_net: Optional[Net] = None
-        if self.choice.runtime == "openvino":
-            try:
-                self.ov_net = openvino_net(self.model, self.choice.precision)
-                return
-            # Anything spandrel builds may trip the tracer or an unsupported operation, each with its
-            # own exception type; the model still runs on torch.
-            except Exception as exc:  # noqa: BLE001
-                ir_cache.announce(f"{self.model.path.name}: OpenVINO could not convert {self.model.architecture} "
-                                  f"({failure_reason(exc)}); running on torch")
-                self.choice = supported_choice(self.model, cfg, runtime_choice(cfg, "torch"))
-        self.dtype = getattr(torch, self.choice.precision)
-        descriptor = self.model.descriptor
-        if (self.choice.device, self.dtype) != ("cpu", torch.float32):  # the loaded copy is shared
-            descriptor = copy.deepcopy(descriptor).to(self.choice.device, self.dtype)
-        self.descriptor = descriptor
+        self.ov_net = self._openvino_net(cfg) if self.choice.runtime == "openvino" else None
+        if self.ov_net is None:
+            self.dtype = getattr(torch, self.choice.precision)
+            descriptor = self.model.descriptor
+            if (self.choice.device, self.dtype) != ("cpu", torch.float32):  # the loaded copy is shared
+                descriptor = copy.deepcopy(descriptor).to(self.choice.device, self.dtype)
+            self.descriptor = descriptor
+
+    def _openvino_net(self, cfg) -> Optional[Net]:
+        """The model on OpenVINO; None, said once, and :attr:`choice` torch when it does not convert."""
+        try:
+            return openvino_net(self.model, self.choice.precision)
+        # Anything spandrel builds may trip the tracer or meet an operation OpenVINO lacks, each with its
+        # own exception type; the model still runs on torch.
+        except Exception as exc:  # noqa: BLE001
+            ir_cache.announce(f"{self.model.path.name}: OpenVINO could not convert {self.model.architecture} "
+                              f"({failure_reason(exc)}); running on torch")
+            self.choice = supported_choice(self.model, cfg, runtime_choice(cfg, "torch"))
+            return None
 
     @classmethod
     def availability(cls, cfg) -> Availability:
