@@ -1,8 +1,8 @@
 """Issue 19's "done when" figures through the command line, interleaved on a shared machine.
 
-- Real-ESRGAN x4plus, 256² input: the CLI's "N s per image" with ``--runtime auto`` against one direct
-  ncnn forward of the same image (net loaded once, this process), and the auto output's PSNR against
-  the CLI's ``--runtime ncnn`` output (same settings otherwise).
+- Real-ESRGAN x4plus and SPAN ×4, 256² input: the CLI's "N s per image" with ``--runtime auto`` against
+  one direct ncnn forward of the same image (net loaded once, this process), and the auto output's PSNR
+  against the CLI's ``--runtime ncnn`` output (same settings otherwise).
 - InvSR, 128² input, with the weights given (SD-Turbo's full architecture with random weights,
   ``utils.training.tiny_sd.build_random_sd_turbo``): "N s per image" of ``--runtime auto`` against
   ``--runtime torch --precision float32``. The first auto run converts the models (once) unless cached.
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from utils.backends.ncnn_net import load_net
+from utils.backends.fast_models import SpanBackend
+from utils.backends.ncnn_net import load_net, package_models_dir
 from utils.backends.rrdbnet import packaged_model_files
 from utils.config import PROJECT_ROOT
 from utils.devices import set_threads, thread_count
@@ -52,7 +53,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sd_path")
     p.add_argument("--started_ckpt_path")
-    p.add_argument("--skip-realesrgan", action="store_true", help="only the InvSR figures")
+    p.add_argument("--skip-realesrgan", action="store_true", help="no Real-ESRGAN figure")
+    p.add_argument("--span", action="store_true", help="SPAN ×4 as well")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="srtargets-"))
     src256, src128 = tmp / "in256.png", tmp / "in128.png"
@@ -61,27 +63,34 @@ def main() -> None:
 
     set_threads()
     if not args.skip_realesrgan:
-        measure_realesrgan(src256, tmp, args.repeats)
+        measure_against_ncnn("Real-ESRGAN", "realesrgan", load_net(*packaged_model_files(), thread_count()),
+                             src256, tmp, args.repeats)
+    if args.span:
+        folder = package_models_dir(SpanBackend.package, SpanBackend.requirement)
+        net = load_net(folder / "spanx4_ch48.param", folder / "spanx4_ch48.bin", thread_count(),
+                       SpanBackend.input_blob, SpanBackend.output_blob)
+        measure_against_ncnn("SPAN ×4", "span", net, src256, tmp, args.repeats)
     if args.sd_path and args.started_ckpt_path:
         measure_invsr(src128, tmp, args.repeats, args.sd_path, args.started_ckpt_path)
 
 
-def measure_realesrgan(src256: Path, tmp: Path, repeats: int) -> None:
-    net = load_net(*packaged_model_files(), thread_count())
+def measure_against_ncnn(title: str, backend: str, net, src256: Path, tmp: Path, repeats: int) -> None:
+    """``backend``'s CLI with ``--runtime auto`` against ``net``, its ncnn model, run directly."""
     chw = np.ascontiguousarray(source_image(256).transpose(2, 0, 1), np.float32) / 255
     net(chw)  # warm-up
-    esrgan = {"cli auto": [], "direct ncnn": []}
-    cli_seconds(src256, tmp / "auto.png", "--backend", "realesrgan", "--runtime", "auto")  # IR in the cache
+    runs = {"cli auto": [], "direct ncnn": []}
+    auto_png, ncnn_png = tmp / f"{backend}-auto.png", tmp / f"{backend}-ncnn.png"
+    cli_seconds(src256, auto_png, "--backend", backend, "--runtime", "auto")  # IR in the cache
     for _ in range(repeats):
-        esrgan["cli auto"].append(cli_seconds(src256, tmp / "auto.png", "--backend", "realesrgan"))
+        runs["cli auto"].append(cli_seconds(src256, auto_png, "--backend", backend, "--runtime", "auto"))
         start = time.perf_counter()
         net(chw)
-        esrgan["direct ncnn"].append(time.perf_counter() - start)
-    cli_seconds(src256, tmp / "ncnn.png", "--backend", "realesrgan", "--runtime", "ncnn")
-    auto, ncnn = statistics.median(esrgan["cli auto"]), statistics.median(esrgan["direct ncnn"])
-    print(f"Real-ESRGAN 256²: CLI --runtime auto {auto:.2f} s per image (runs {esrgan['cli auto']}), direct ncnn "
-          f"{ncnn:.2f} s (runs {[round(s, 2) for s in esrgan['direct ncnn']]}): {auto / ncnn:.2f}×; "
-          f"{psnr(tmp / 'auto.png', tmp / 'ncnn.png'):.1f} dB from the CLI's ncnn output", flush=True)
+        runs["direct ncnn"].append(time.perf_counter() - start)
+    cli_seconds(src256, ncnn_png, "--backend", backend, "--runtime", "ncnn")
+    auto, ncnn = statistics.median(runs["cli auto"]), statistics.median(runs["direct ncnn"])
+    print(f"{title} 256²: CLI --runtime auto {auto:.2f} s per image (runs {runs['cli auto']}), direct ncnn "
+          f"{ncnn:.2f} s (runs {[round(s, 2) for s in runs['direct ncnn']]}): {auto / ncnn:.2f}×; "
+          f"{psnr(auto_png, ncnn_png):.1f} dB from the CLI's ncnn output", flush=True)
 
 
 def measure_invsr(src128: Path, tmp: Path, repeats: int, sd_path: str, ckpt: str) -> None:

@@ -33,6 +33,17 @@ def butterfly() -> np.ndarray:
     return read_image(path).rgb
 
 
+@pytest.fixture(scope="module")
+def ir_dir(tmp_path_factory):
+    """OpenVINO IRs of this test module go to a fresh folder, so its first load of a model converts."""
+    from utils.runtimes import ir_cache
+
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("openvino")
+        patch.setattr(ir_cache, "CACHE_DIR", folder)
+        yield folder
+
+
 def run_settings(cfg, backend: str, overrides: dict | None = None):
     """The RunSettings a user run of ``backend`` would get from ``cfg`` plus dotted-key ``overrides``."""
     from utils.config import with_overrides

@@ -189,7 +189,7 @@ def test_auto_says_which_backend_it_chose_when_refusing(capsys):
     (["--edge_enhancement", "2"], "argument --edge_enhancement: postprocess.edge_enhancement (strength) must be in"),
     (["--backend", "realesrgan", "--runtime", "ncnn", "--precision", "bfloat16"],
      "argument --precision: precision bfloat16: realesrgan on ncnn runs float32 only"),
-    (["--backend", "span", "--runtime", "openvino"], "argument --runtime: runtime openvino cannot run span"),
+    (["--backend", "bicubic", "--runtime", "openvino"], "argument --runtime: runtime openvino cannot run bicubic"),
     (["--backend", "invsr", "--runtime", "torch", "--precision", "float16"],
      "argument --precision: precision float16 is not supported by torch on cpu"),
 ])

@@ -22,8 +22,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def custom_cfg(cfg, path, **overrides):
+    """A run of the model file ``path`` on torch unless ``overrides`` say otherwise (OpenVINO, which
+    ``auto`` picks on a CPU with BF16, is tested in tests/test_custom_openvino.py)."""
     return with_overrides(cfg, {"backend": "custom", "custom.model_path": str(path), "color_fix": "none",
-                                **overrides})
+                                "runtime": "torch", **overrides})
 
 
 def make_inputs(folder, size=(20, 24)):

@@ -19,6 +19,13 @@ from utils.settings import RunSettings
 FAST = ["span", "realesrgan-anime", "waifu2x"]
 
 
+@pytest.fixture(scope="module")
+def cfg(cfg):
+    """ncnn, whatever ``auto`` picks here: these tests check the backends against ncnn itself
+    (tests/test_fast_runtimes.py covers torch and OpenVINO)."""
+    return with_overrides(cfg, {"runtime": "ncnn"})
+
+
 def settings(cfg, name, **overrides):
     return RunSettings.from_config(with_overrides(cfg, {"color_fix": "none", **overrides}), name)
 
@@ -121,7 +128,7 @@ def test_waifu2x_x4_is_two_x2_passes(cfg, butterfly):
     backend = load_backend("waifu2x", cfg)
     lr = to_tensor(butterfly[100:116, 60:80])
     first = backend._patch(lr, 2)  # the denoising model
-    second = torch.stack([torch.from_numpy(backend.nets["WAIFU2X_PHOTO_UP2X"](p.numpy()))
+    second = torch.stack([torch.from_numpy(backend.ncnn_nets["WAIFU2X_PHOTO_UP2X"](p.numpy()))
                           for p in F.pad(first, (7,) * 4, mode="replicate")]).clamp(0, 1)
     assert second.shape == (1, 3, 64, 80)
     torch.testing.assert_close(backend._patch(lr, 4), second, atol=1e-6, rtol=0)

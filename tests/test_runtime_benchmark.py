@@ -13,7 +13,7 @@ def test_rows_are_what_can_run_here_float32_references_first(monkeypatch):
     assert ("openvino", "float16") not in rows and ("torch", "float16") not in rows  # not on this CPU
     monkeypatch.setattr(ov_core, "capabilities", lambda: ("FP32",))
     assert ("openvino", "bfloat16") not in runtime_benchmark.variants("realesrgan")
-    assert runtime_benchmark.variants("span") == [("ncnn", "float32")]
+    assert runtime_benchmark.variants("bicubic") == [("torch", "float32")]
 
 
 def test_the_runtimes_section_replaces_only_itself(tmp_path):

@@ -28,7 +28,8 @@ def machine(device="cpu", caps=AVX512_BF16, amx=False) -> Machine:
     ("invsr", (), True, Choice("torch", "bfloat16", "cpu")),            # torch bf16 only with AMX
     ("realesrgan", AVX512_BF16, False, Choice("openvino", "bfloat16", "cpu")),
     ("realesrgan", AVX2_ONLY, False, Choice("ncnn", "float32", "cpu")),  # OV f32 is 1.18x ncnn
-    ("span", AVX512_BF16, False, Choice("ncnn", "float32", "cpu")),
+    ("span", AVX512_BF16, False, Choice("openvino", "bfloat16", "cpu")),
+    ("waifu2x", AVX2_ONLY, False, Choice("ncnn", "float32", "cpu")),    # the first listed runtime
     ("bicubic", AVX512_BF16, False, Choice("torch", "float32", "cpu")),
 ])
 def test_auto_follows_the_capability_report(backend, caps, amx, expected):
@@ -49,7 +50,7 @@ def test_explicit_choices_are_kept():
 
 @pytest.mark.parametrize("backend,runtime,precision,caps,words", [
     ("realesrgan", "ncnn", "bfloat16", AVX512_BF16, "precision bfloat16: realesrgan on ncnn runs float32 only"),
-    ("span", "openvino", "auto", AVX512_BF16, "runtime openvino cannot run span; it runs on ncnn"),
+    ("bicubic", "openvino", "auto", AVX512_BF16, "runtime openvino cannot run bicubic; it runs on torch"),
     ("invsr", "ncnn", "auto", AVX512_BF16, "runtime ncnn cannot run invsr"),
     ("invsr", "openvino", "bfloat16", AVX2_ONLY, "needs a CPU whose OpenVINO plugin lists BF16"),
     ("invsr", "openvino", "float16", AVX512_BF16, "lists FP16"),

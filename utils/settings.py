@@ -109,7 +109,8 @@ def _spec(name: str, scales: tuple[int, ...], reads: frozenset[str], runtimes: d
                        kwargs.pop("tile_key", f"{name}.tile_size"), memory, **kwargs)
 
 
-NCNN_ONLY = {"ncnn": ("float32",)}
+# ncnn first: the CPU default where OpenVINO has no BF16 (utils.runtimes.policy).
+CONVERTED_NCNN = {"ncnn": ("float32",), "openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}
 SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in (
     _spec("invsr", (4,), FUSION | {"tile_size", "num_steps", "timesteps", "seed", "adaptive_scheduler",
                                    "adaptive_guidance", "cfg_scale", "sd_path",
@@ -122,23 +123,23 @@ SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in
           tile_key="basesr.chopping.pch_size", size_multiple=8, large_input_tile=(512 ** 2, 256)),
     # x4plus: tiles of up to 532 px at the default 448 (~4.5 GB peak with ncnn). RRDBNet's influence fades
     # within 40 px: 64-px tiles stay ≥ 45 dB from the whole image on textured images (docs/benchmarks.md).
-    _spec("realesrgan", (4,), FUSION | TILING,
-          {"ncnn": ("float32",), "openvino": OPENVINO_PRECISIONS, "torch": TORCH_PRECISIONS}, 448,
+    _spec("realesrgan", (4,), FUSION | TILING, CONVERTED_NCNN, 448,
           MemoryCost(733 * MB, 339), context_margin=40),
-    _spec("span", (2, 4), FUSION | TILING, NCNN_ONLY, 512, MemoryCost(173 * MB, 273), context_margin=22),
+    _spec("span", (2, 4), FUSION | TILING, CONVERTED_NCNN, 512, MemoryCost(173 * MB, 273), context_margin=22),
     # 18 stacked 3×3 convolutions plus a nearest-upsampled skip: exact beyond 18 px.
-    _spec("realesrgan-anime", (4,), FUSION | TILING, NCNN_ONLY, 512, MemoryCost(168 * MB, 212),
+    _spec("realesrgan-anime", (4,), FUSION | TILING, CONVERTED_NCNN, 512, MemoryCost(168 * MB, 212),
           context_margin=20),
     # ×4 runs its second ×2 pass on a 2× tile: ~2 GB peak at 256, ~7.6 GB at 512.
-    _spec("waifu2x", (2, 4), FUSION | TILING | {"denoise"}, NCNN_ONLY, 256, MemoryCost(230 * MB, 1737),
+    _spec("waifu2x", (2, 4), FUSION | TILING | {"denoise"}, CONVERTED_NCNN, 256, MemoryCost(230 * MB, 1737),
           context_margin=12),
     _spec("bicubic", (4,), TILING, {"torch": ("float32",)}, 1024, MemoryCost(132 * MB, 33), context_margin=2),
     # A user's model file: its scale, context margin and tile alignment (size_multiple) are the file's,
     # in the spec :func:`spec_for` makes; these are the ones it can have. 448-px tiles: with ESRGAN's
     # 40-px margin at most 1.4× the pixels of one forward. Memory: not measured per file; x4plus's
     # (ESRGAN, the commonest architecture of community models).
-    _spec("custom", (1, 2, 3, 4, 8), FUSION | TILING | {"model"}, {"torch": TORCH_PRECISIONS}, 448,
-          MemoryCost(733 * MB, 339), context_margin=64, model_file_key="custom.model_path"),
+    # OpenVINO where the file converts (torch otherwise, said once); torch first: the default without BF16.
+    _spec("custom", (1, 2, 3, 4, 8), FUSION | TILING | {"model"},
+          {"torch": TORCH_PRECISIONS, "openvino": OPENVINO_PRECISIONS}, 448, MemoryCost(733 * MB, 339), context_margin=64, model_file_key="custom.model_path"),
 )})
 # Backend -> its spec for a model file (ValueError saying why the file cannot be used), registered by the
 # backend's module (utils.backends.custom), which reads files: a layer above this one.

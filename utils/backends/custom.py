@@ -1,13 +1,14 @@
 """The ``custom`` backend: a user's own model file (``custom.model_path``), any architecture spandrel
 detects, run through the same context-margin tiling, post-processing and resume records as the packaged
-models. Its spec is the file's (:func:`file_spec`): its one native scale, and the context margin and
-tile alignment of its architecture (:func:`utils.backends.custom_model.context_margin`,
-:func:`~utils.backends.custom_model.tile_alignment`).
+models, on OpenVINO where the model converts and torch otherwise. Its spec is the file's
+(:func:`file_spec`): its one native scale, and the context margin and tile alignment of its architecture
+(:func:`utils.backends.custom_model.context_margin`, :func:`~utils.backends.custom_model.tile_alignment`).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -15,11 +16,11 @@ import torch
 
 from utils.backends.base import Availability, BackendUnavailable, TiledBackend
 from utils.backends.custom_model import CustomModel, ModelFileError, check_model_path, load_custom_model
+from utils.backends.runtime_net import TRACE_SIZE, Net, compile_openvino, openvino_conversion
 from utils.config import runtime_setting
+from utils.runtimes import ir_cache
 from utils.runtimes.policy import Choice, RuntimeRefused, choose
 from utils.settings import FILE_SPECS, SPECS, BackendSpec
-
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def model_path(cfg) -> Path:
@@ -49,25 +50,39 @@ def custom_model(cfg) -> CustomModel:
         raise BackendUnavailable(str(exc)) from None
 
 
-def runtime_choice(cfg) -> Choice:
+def runtime_choice(cfg, runtime: Optional[str] = None) -> Choice:
+    """The policy's choice for the config (``runtime`` instead of the config's when given)."""
+    configured, precision = runtime_setting(cfg)
     try:
-        return choose("custom", SPECS["custom"].runtimes, *runtime_setting(cfg))
+        return choose("custom", SPECS["custom"].runtimes, runtime or configured, precision)
     except RuntimeRefused as exc:
         raise BackendUnavailable(str(exc)) from None
 
 
-def choose_dtype(model: CustomModel, cfg) -> tuple[torch.device, torch.dtype]:
-    """The device and the precision the runtime policy picks (``precision``), where the model's descriptor
-    supports it. With ``precision: auto`` an unsupported half precision falls back to float32; an
-    explicit one is refused."""
-    choice = runtime_choice(cfg)
-    dtype = getattr(torch, choice.precision)
-    if model.supports(dtype):
-        return torch.device(choice.device), dtype
+def supported_choice(model: CustomModel, cfg, choice: Choice) -> Choice:
+    """``choice`` where the model's descriptor supports its precision. With ``precision: auto`` an
+    unsupported half precision falls back to float32; an explicit one is refused."""
+    if model.supports(getattr(torch, choice.precision)):
+        return choice
     if runtime_setting(cfg)[1] == "auto":
-        return torch.device(choice.device), torch.float32
+        return dataclasses.replace(choice, precision="float32")
     raise BackendUnavailable(f"{model.path.name}: {model.architecture} does not support {choice.precision} "
                              "(its spandrel descriptor says so); use --precision float32")
+
+
+def openvino_net(model: CustomModel, precision: str) -> Net:
+    """``model`` on OpenVINO, its IR keyed by the file's sha256 (converted the first time), traced on a
+    tile its size rules allow; height and width stay dynamic."""
+    align = model.tile_alignment
+    size = math.ceil(max(TRACE_SIZE, model.descriptor.size_requirements.minimum) / align) * align
+    conversion = openvino_conversion(f"custom {model.architecture}", (model.path,),
+                                     lambda device, dtype: model.descriptor.model, size)
+    return compile_openvino(conversion, precision)
+
+
+def failure_reason(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
 
 
 class CustomBackend(TiledBackend):
@@ -75,13 +90,28 @@ class CustomBackend(TiledBackend):
 
     def __init__(self, cfg):
         self.model = custom_model(cfg)
-        self._device, self.dtype = choose_dtype(self.model, cfg)
-        descriptor = self.model.descriptor
-        if (self._device.type, self.dtype) != ("cpu", torch.float32):  # the loaded copy is shared
-            descriptor = copy.deepcopy(descriptor).to(self._device, self.dtype)
-        self.descriptor = descriptor
         self.scale = self.model.scale
         self.scales = (self.model.scale,)
+        self.choice = supported_choice(self.model, cfg, runtime_choice(cfg))
+        self.ov_net = self._openvino_net(cfg) if self.choice.runtime == "openvino" else None
+        if self.ov_net is None:
+            self.dtype = getattr(torch, self.choice.precision)
+            descriptor = self.model.descriptor
+            if (self.choice.device, self.dtype) != ("cpu", torch.float32):  # the loaded copy is shared
+                descriptor = copy.deepcopy(descriptor).to(self.choice.device, self.dtype)
+            self.descriptor = descriptor
+
+    def _openvino_net(self, cfg) -> Optional[Net]:
+        """The model on OpenVINO; None, said once, and :attr:`choice` torch when it does not convert."""
+        try:
+            return openvino_net(self.model, self.choice.precision)
+        # Anything spandrel builds may trip the tracer or meet an operation OpenVINO lacks, each with its
+        # own exception type; the model still runs on torch.
+        except Exception as exc:  # noqa: BLE001
+            ir_cache.announce(f"{self.model.path.name}: OpenVINO could not convert {self.model.architecture} "
+                              f"({failure_reason(exc)}); running on torch")
+            self.choice = supported_choice(self.model, cfg, runtime_choice(cfg, "torch"))
+            return None
 
     @classmethod
     def availability(cls, cfg) -> Availability:
@@ -99,16 +129,18 @@ class CustomBackend(TiledBackend):
 
     @property
     def device(self) -> str:
-        return str(self._device)
+        return self.choice.device
 
     def weight_files(self) -> list[Path]:
         return [self.model.path]
 
     def engine(self) -> dict[str, str]:
-        return {"runtime": "torch", "precision": DTYPE_NAMES[self.dtype], "device": self._device.type}
+        return {"runtime": self.choice.runtime, "precision": self.choice.precision, "device": self.choice.device}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        if self.ov_net is not None:  # tiles already meet the size rules (the spec's size_multiple)
+            return self.ov_net(x).clamp_(0, 1)
         # spandrel pads to the architecture's size rules, crops the result back and clamps to [0, 1].
-        out = self.descriptor(x.to(device=self._device, dtype=self.dtype))
+        out = self.descriptor(x.to(device=self.choice.device, dtype=self.dtype))
         # Copied: spandrel returns an inference-mode tensor, which the blending may not modify in place.
         return out.to(device="cpu", dtype=torch.float32, copy=True)

@@ -1,8 +1,9 @@
 """Small, fast convolutional upscalers shipped as ncnn files in PyPI weight packages.
 
-Each runs with ncnn in float32 (on a Vulkan GPU when ncnn finds one): on this project's CPU they take
-a fraction of a second where Real-ESRGAN x4plus takes seconds, and ncnn is the fastest engine here
-(PyTorch bfloat16 only pays off on CPUs with AMX, and these networks are tiny anyway).
+Each runs with ncnn in float32 (on a Vulkan GPU when ncnn finds one), or with PyTorch or OpenVINO from
+the same weights converted (:mod:`utils.backends.torch_nets`, equal to ncnn at >= 129 dB). ``runtime:
+auto`` (utils/runtimes/policy.py) picks OpenVINO where the CPU's OpenVINO lists BF16, ncnn elsewhere on
+a CPU, torch on CUDA/MPS.
 """
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import torch.nn.functional as F
 
 from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
 from utils.backends.ncnn_net import NcnnNet, load_net, ncnn_availability, package_models_dir
-from utils.config import WAIFU2X_DENOISE_LEVELS
+from utils.backends.runtime_net import Net, load_runtime_net
+from utils.config import WAIFU2X_DENOISE_LEVELS, runtime_setting
 from utils.devices import thread_count
+from utils.runtimes.policy import Choice, RuntimeRefused, choose
+from utils.settings import SPECS
 
 
 class PackagedNcnnBackend(TiledBackend):
-    """A backend made of ncnn networks from one weight package.
+    """A backend made of ncnn networks from one weight package, run by ncnn, PyTorch or OpenVINO.
 
     :meth:`passes` maps each native scale to the networks run one after the other to reach it (one
     for a ×2 or ×4 model, two ×2 passes for waifu2x ×4). Each pass pads its input by :attr:`pad`
@@ -48,40 +52,62 @@ class PackagedNcnnBackend(TiledBackend):
         return {stem: (folder / f"{stem}.param", folder / f"{stem}.bin") for stem in cls._stems(cfg)}
 
     @classmethod
+    def runtime_choice(cls, cfg) -> Choice:
+        """The config's ``runtime``/``precision``, ``auto`` resolved for this machine."""
+        try:
+            return choose(cls.name, SPECS[cls.name].runtimes, *runtime_setting(cfg))
+        except RuntimeRefused as exc:
+            raise BackendUnavailable(str(exc)) from None
+
+    @classmethod
     def availability(cls, cfg) -> Availability:
-        return ncnn_availability(cls.name, lambda: (p for pair in cls._files(cfg).values() for p in pair),
-                                 f" (reinstall {cls.requirement})")
+        def files():
+            cls.runtime_choice(cfg)  # raises for a runtime/precision that cannot run here
+            return (p for pair in cls._files(cfg).values() for p in pair)
+
+        return ncnn_availability(cls.name, files, f" (reinstall {cls.requirement})")
 
     @classmethod
     def model_key(cls, cfg):
-        return tuple(str(p) for pair in cls._files(cfg).values() for p in pair)
+        return (cls.runtime_choice(cfg), *(str(p) for pair in cls._files(cfg).values() for p in pair))
 
     def __init__(self, cfg):
         status = self.availability(cfg)
         if not status.ok:
             raise BackendUnavailable(status.reason)
+        self.choice = self.runtime_choice(cfg)
         self.chains = self.passes(cfg)
         self.files = self._files(cfg)
-        self.nets: dict[str, NcnnNet] = {
-            stem: load_net(param, weights, thread_count(), self.input_blob, self.output_blob)
-            for stem, (param, weights) in self.files.items()}
+        self.ncnn_nets: dict[str, NcnnNet] = {}
+        self.nets: dict[str, Net] = {stem: self._load(stem, files) for stem, files in self.files.items()}
+
+    def _load(self, stem: str, files: tuple[Path, Path]) -> Net:
+        if self.choice.runtime == "ncnn":
+            net = self.ncnn_nets[stem] = load_net(*files, thread_count(), self.input_blob, self.output_blob)
+            return lambda x: torch.stack([torch.from_numpy(net(p.numpy())) for p in x.float().cpu()])
+        from utils.backends.torch_nets import packaged_torch_net  # it builds on these backends' packages
+
+        return load_runtime_net(self.choice, f"{self.name} {stem}", files,
+                                lambda device, dtype: packaged_torch_net(self.name, stem, device, dtype))
 
     @property
     def device(self) -> str:
-        return "vulkan:0" if any(net.uses_gpu for net in self.nets.values()) else "cpu"
+        if any(net.uses_gpu for net in self.ncnn_nets.values()):
+            return "vulkan:0"
+        return self.choice.device
 
     def weight_files(self) -> list[Path]:
         return [path for pair in self.files.values() for path in pair]
 
     def engine(self) -> dict[str, str]:
-        return {"runtime": "ncnn", "precision": "float32", "device": self.device.split(":")[0]}
+        return {"runtime": self.choice.runtime, "precision": self.choice.precision,
+                "device": self.device.split(":")[0]}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         for stem in self.chains[scale]:
             if self.pad:
                 x = F.pad(x, (self.pad,) * 4, mode="replicate")
-            net = self.nets[stem]
-            x = torch.stack([torch.from_numpy(net(p.numpy())) for p in x.float().cpu()]).clamp_(0, 1)
+            x = self.nets[stem](x).clamp_(0, 1)
         return x
 
 

@@ -17,10 +17,9 @@ import torch
 from utils import devices
 from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
 from utils.backends.ncnn_net import load_net, ncnn_availability
-from utils.backends.rrdbnet import load_rrdbnet, packaged_model_files, upscale
+from utils.backends.rrdbnet import load_rrdbnet, packaged_model_files
+from utils.backends.runtime_net import load_runtime_net
 from utils.config import runtime_setting
-from utils.runtimes.ir_cache import Conversion, load_compiled
-from utils.runtimes.ov_core import CompiledModule
 from utils.runtimes.policy import Choice, RuntimeRefused, choose
 from utils.settings import SPECS
 
@@ -53,13 +52,6 @@ def runtime_choice(cfg) -> Choice:
         raise BackendUnavailable(str(exc)) from exc
 
 
-def openvino_conversion(files: tuple[Path, Path]) -> Conversion:
-    """x4plus as OpenVINO converts it: the torch RRDBNet, any batch and tile size."""
-    def build():
-        return load_rrdbnet("cpu", torch.float32, source=files), (torch.rand(1, 3, 64, 64),), [(-1, 3, -1, -1)]
-    return Conversion("Real-ESRGAN x4plus", files, build)
-
-
 class RealESRGANBackend(TiledBackend):
     name = "realesrgan"
     card = ModelCard(
@@ -78,10 +70,9 @@ class RealESRGANBackend(TiledBackend):
             raise BackendUnavailable(status.reason)
         self.choice = runtime_choice(cfg)
         self.files = model_files(cfg)
-        if self.choice.runtime == "torch":
-            self.model = load_rrdbnet(self.choice.device, getattr(torch, self.choice.precision), source=self.files)
-        elif self.choice.runtime == "openvino":
-            self.model = CompiledModule(load_compiled(openvino_conversion(self.files), self.choice.precision))
+        if self.choice.runtime in ("torch", "openvino"):
+            self.model = load_runtime_net(self.choice, "Real-ESRGAN x4plus", self.files,
+                                          lambda device, dtype: load_rrdbnet(device, dtype, source=self.files))
         else:
             self.net = load_net(*self.files, devices.thread_count())
             # Custom files may be another graph: they run whole.
@@ -113,9 +104,7 @@ class RealESRGANBackend(TiledBackend):
                 "device": self.device.split(":")[0]}
 
     def _patch(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        if self.choice.runtime == "torch":
-            return upscale(self.model, x.float()).clamp_(0, 1)
-        if self.choice.runtime == "openvino":
+        if self.choice.runtime in ("torch", "openvino"):
             return self.model(x).clamp_(0, 1)
         return torch.stack([torch.from_numpy(self._run_ncnn(p.numpy())) for p in x.float().cpu()]).clamp_(0, 1)
 

@@ -15,7 +15,12 @@ Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX (docs/benchmarks.md, "
   on every CPU; torch on CUDA/MPS.
 - Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×;
   so OpenVINO where the CPU has BF16, ncnn elsewhere; torch on CUDA/MPS.
-- SPAN, realesr-animevideov3, waifu2x: ncnn only (no torch or OpenVINO version of their weights yet).
+- SPAN, realesr-animevideov3, waifu2x (torch versions of their ncnn weights, utils/backends/torch_nets.py):
+  as x4plus, OpenVINO where the CPU has BF16 (SPAN ×4's forward 0.39× ncnn, OpenVINO float32 0.67×;
+  54-58 dB from ncnn), else their first listed runtime, ncnn.
+- Users' model files (custom): not measured per file; as x4plus (the commonest architecture of community
+  models), OpenVINO where the CPU has BF16, else torch. The backend falls back to torch, with a note, for
+  a model OpenVINO cannot convert.
 """
 from __future__ import annotations
 
