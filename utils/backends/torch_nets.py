@@ -18,9 +18,8 @@ from spandrel.architectures.Compact import CompactArch
 from spandrel.architectures.SPAN import SPANArch
 from torch import nn
 
-from utils.backends.fast_models import AnimeBackend, PackagedNcnnBackend, SpanBackend, Waifu2xBackend
 from utils.backends.ncnn_import import NcnnFormatError, NcnnLayer, read_ncnn
-from utils.backends.ncnn_net import package_models_dir
+from utils.backends.ncnn_net import WEIGHT_PACKAGES, package_models_dir
 from utils.backends.rrdbnet import MODEL_STEM as X4PLUS_STEM
 from utils.backends.rrdbnet import load_rrdbnet
 from utils.backends.waifu2x_net import UpConv7
@@ -123,19 +122,19 @@ def _upconv7(state: StateDict) -> nn.Module:
 class PackagedNet:
     """How one packaged ncnn model becomes a PyTorch module."""
 
-    backend: type[PackagedNcnnBackend]  # whose weight package ships it
+    backend: str                        # whose weight package (WEIGHT_PACKAGES) ships it
     sha256: tuple[str, str]             # of its (param, bin) files
     convert: Callable[[list[NcnnLayer], str], StateDict]
     build: Callable[[StateDict], nn.Module]
 
 
 def _span(sha256: tuple[str, str]) -> PackagedNet:
-    return PackagedNet(SpanBackend, sha256, span_state_dict, lambda state: SPANArch().load(state).model)
+    return PackagedNet("span", sha256, span_state_dict, lambda state: SPANArch().load(state).model)
 
 
 def _waifu2x(bin_sha256: str) -> PackagedNet:  # every photo model shares one graph
     param = "66da0db6342450b9c9c5dd1a05d20245bec4dca7878b8b57ca7bcfc5be1807c9"
-    return PackagedNet(Waifu2xBackend, (param, bin_sha256), waifu2x_state_dict, _upconv7)
+    return PackagedNet("waifu2x", (param, bin_sha256), waifu2x_state_dict, _upconv7)
 
 
 NETS: dict[str, PackagedNet] = {
@@ -144,7 +143,7 @@ NETS: dict[str, PackagedNet] = {
     "spanx4_ch48": _span(("d2a0eef1f46be4a76611bdf828305081642c2f004d40c844081d5af0a9633bd8",
                           "ca85ff72fbab3cfc244190b482d05b3abde8df7b661ed12db3c9dedd21e42d51")),
     "REALESRGAN_ANIMAVIDEOV3_UP4X": PackagedNet(
-        AnimeBackend, ("157c0a10405f885d4c53ce76fe2ba731694bcd16ec90ab6b889335e384239682",
+        "realesrgan-anime", ("157c0a10405f885d4c53ce76fe2ba731694bcd16ec90ab6b889335e384239682",
                        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"),
         compact_state_dict, lambda state: CompactArch().load(state).model),
     "WAIFU2X_PHOTO_UP2X": _waifu2x("25a2bb25b29e43e63179aac216cd87690791243a436328506d4ef9fca88ee962"),
@@ -163,10 +162,10 @@ def packaged_torch_net(backend: str, stem: str, device: torch.device | str = "cp
     if backend == "realesrgan" and stem == X4PLUS_STEM:
         return load_rrdbnet(device, dtype, weights_dir=weights_dir)
     net = NETS.get(stem)
-    if net is None or net.backend.name != backend:
-        known = ", ".join([f"realesrgan/{X4PLUS_STEM}", *(f"{n.backend.name}/{s}" for s, n in NETS.items())])
+    if net is None or net.backend != backend:
+        known = ", ".join([f"realesrgan/{X4PLUS_STEM}", *(f"{n.backend}/{s}" for s, n in NETS.items())])
         raise ValueError(f"no PyTorch version of {backend}/{stem}; known: {known}")
-    folder = package_models_dir(net.backend.package, net.backend.requirement)
+    folder = package_models_dir(*WEIGHT_PACKAGES[backend])
     param, weights = folder / f"{stem}.param", folder / f"{stem}.bin"
     cache = Path(weights_dir or WEIGHTS_DIR) / f"{backend}-{stem.lower()}.safetensors"
     state = cached_conversion(cache, param, weights,
