@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
 from utils.backends.ncnn_net import WEIGHT_PACKAGES, NcnnNet, load_net, ncnn_availability, package_models_dir
-from utils.backends.torch_nets import packaged_torch_net
 from utils.backends.runtime_net import Net, load_runtime_net
+from utils.backends.torch_nets import packaged_torch_net
 from utils.config import WAIFU2X_DENOISE_LEVELS, runtime_setting
 from utils.devices import thread_count
 from utils.runtimes.policy import Choice, RuntimeRefused, choose
