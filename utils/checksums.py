@@ -8,6 +8,8 @@ import os
 import threading
 from pathlib import Path
 
+from datapipe.image_io import write_atomic
+
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of the file's bytes, read in 1 MiB blocks (weights run to gigabytes)."""
@@ -49,11 +51,7 @@ def cached_file_sha256(path: str | Path) -> str:
     with _memo_lock:
         _memo[stamp] = digest
         try:
-            cache = _cache_file()
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            part = cache.with_name(f"{cache.name}.{os.getpid()}.{threading.get_ident()}.part")
-            part.write_text(json.dumps(_memo))
-            os.replace(part, cache)
+            write_atomic(_cache_file(), json.dumps(_memo).encode())
         except OSError:
             pass
     return digest
