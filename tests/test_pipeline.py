@@ -36,8 +36,8 @@ def test_chain_order_and_values_match_the_stages_run_by_hand(cfg, butterfly):
     expected = enhance_edges(fuse([color_fix(plain, ref, "ycbcr"), ref.clamp(0, 1)], "weighted"), 0.4)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
     assert info.stages == ["fusion weighted", "edges 0.40"] and info.color_fix == "ycbcr"
-    assert info.complexity == pytest.approx(float(image_complexity(lr)))
-    assert "complexity" in info.summary() and "24×24 → 96×96" in info.summary()
+    # Complexity feeds only InvSR's adaptive stages: not computed (nor shown) for the others.
+    assert info.complexity is None and "complexity" not in info.summary() and "24×24 → 96×96" in info.summary()
 
 
 def test_outscale_resizes_the_native_result(cfg, butterfly):
@@ -87,6 +87,7 @@ def test_invsr_adaptive_scheduler_and_guidance(tiny_cfg):
     c = with_overrides(tiny_cfg, {"postprocess.adaptive_scheduler": True, "postprocess.adaptive_guidance": True,
                                   "num_steps": 1})
     out, info = run(lr, c, "invsr")
+    assert info.complexity == pytest.approx(float(image_complexity(lr)))
     assert info.timesteps == adaptive_timesteps(info.complexity, [200]) and len(info.timesteps) == 3
     assert "adaptive scheduler" in info.stages
     assert info.notes == ["adaptive guidance idle: cfg_scale ≤ 1 means no guidance to adapt"]

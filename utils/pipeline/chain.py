@@ -1,8 +1,8 @@
 """The one place that turns an input image into the final result, for the CLI, the app and the API.
 
-Order (the seed project's): complexity → adaptive scheduler / guidance (InvSR) → backend with
-(smart) chopping → color fix → attention fusion → edge enhancement → output scale, each stage
-switched by the run's :class:`~utils.settings.RunSettings`.
+Order (the seed project's): complexity → adaptive scheduler / guidance (InvSR; complexity only when
+one of them is on) → backend with (smart) chopping → color fix → attention fusion → edge enhancement →
+output scale, each stage switched by the run's :class:`~utils.settings.RunSettings`.
 """
 from __future__ import annotations
 
@@ -117,10 +117,12 @@ def run_pipeline(lr: torch.Tensor, backend: Backend, settings: RunSettings,
     scale = settings.native_scale()
     oh, ow = check_limits(h, w, scale, settings)
     start = time.perf_counter()
-    complexity = float(image_complexity(lr).mean())
-    timesteps, notes, stages = None, [], []
+    complexity, timesteps, notes, stages = None, None, [], []
     if backend.name == "invsr":
-        settings, stages, notes = adapt_settings(settings, complexity)
+        # Only InvSR's adaptive stages use it; elsewhere it would cost a sixth of a fast model's forward.
+        if settings.adaptive_scheduler or settings.adaptive_guidance:
+            complexity = float(image_complexity(lr).mean())
+            settings, stages, notes = adapt_settings(settings, complexity)
         timesteps = list(settings.timesteps)
     sr = backend.upscale(lr, settings, progress)
     if settings.color_fix != "none" or settings.attention_fusion:

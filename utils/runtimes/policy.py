@@ -10,9 +10,13 @@ machine's kind of processor, and the fastest precision that processor computes n
   than float32, :func:`utils.devices.cpu_has_fast_bf16`); float32 elsewhere.
 - ncnn: float32.
 
-Measured on a 2-core AMD EPYC with AVX512-BF16 and no AMX (docs/benchmarks.md, "Runtimes"):
-- InvSR: OpenVINO bf16 0.29-0.41× torch float32 per stage, OpenVINO float32 0.63-0.80×, so OpenVINO
-  on every CPU; torch on CUDA/MPS.
+Measured on two 2-core AMD EPYCs (docs/benchmarks.md, "Runtimes"), one with AVX512-BF16 (OpenVINO lists
+``BF16, WINOGRAD``), one with AVX2 only (it lists neither):
+- InvSR: with AVX-512, OpenVINO bf16 0.29-0.41× torch float32 per stage and OpenVINO float32 0.63-0.80×;
+  with AVX2 only, OpenVINO float32 is 1.27× torch float32 over the four stages (its convolutions lose to
+  oneDNN's channels-last ones in torch: VAE 1.2-1.8×, noise predictor 1.5×; only the UNet wins, 0.64×).
+  So OpenVINO where the plugin lists BF16 or WINOGRAD (which it lists exactly when the CPU has AVX-512),
+  torch float32 elsewhere; torch on CUDA/MPS.
 - Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×;
   so OpenVINO where the CPU has BF16, ncnn elsewhere; torch on CUDA/MPS.
 - SPAN, realesr-animevideov3, waifu2x (torch versions of their ncnn weights, utils/backends/torch_nets.py):
@@ -33,9 +37,12 @@ from utils.config import PRECISIONS, RUNTIMES
 # precisions, a device may allow fewer); callers pass it in. The first runtime listed is the backend's
 # CPU default where OpenVINO does not win.
 Runtimes = Mapping[str, tuple[str, ...]]
-# Backends that OpenVINO runs faster than every other CPU runtime even in float32 (InvSR: 0.63-0.80×
-# torch float32). The others take OpenVINO on a CPU only where it computes bfloat16.
-OPENVINO_EVEN_IN_FLOAT32 = frozenset({"invsr"})
+# Backends that OpenVINO runs faster than every other CPU runtime in float32 too, with its AVX-512
+# kernels (InvSR: 0.63-0.80× torch float32); with AVX2 only it loses (1.27×). The others take OpenVINO on
+# a CPU only where it computes bfloat16.
+OPENVINO_FLOAT32_WITH_AVX512 = frozenset({"invsr"})
+# The capability the CPU plugin lists exactly when the CPU has AVX-512 (its Winograd convolutions need it).
+AVX512_CAPABILITY = "WINOGRAD"
 # Precisions of the OpenVINO CPU plugin, by the capability that makes them native.
 OV_PRECISION_CAPABILITY = {"bfloat16": "BF16", "float16": "FP16"}
 # Which precisions torch runs well on each device kind (float16 has no fast CPU kernels, bf16 on MPS
@@ -82,9 +89,10 @@ def auto_runtime(backend: str, supported: Runtimes, machine: Machine) -> str:
         return "torch"
     if "openvino" in supported:
         caps = machine.ov_capabilities()
-        if caps and (backend in OPENVINO_EVEN_IN_FLOAT32 or "BF16" in caps):
+        float32_wins = backend in OPENVINO_FLOAT32_WITH_AVX512 and AVX512_CAPABILITY in caps
+        if "BF16" in caps or float32_wins:
             return "openvino"
-        if backend in OPENVINO_EVEN_IN_FLOAT32:
+        if backend in OPENVINO_FLOAT32_WITH_AVX512:
             return "torch"
     return next(iter(supported))
 
