@@ -59,6 +59,22 @@ def test_binomial_blur_equals_the_dilated_3x3_convolution(radius):
     torch.testing.assert_close(_binomial_blur(x, radius), expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("size", [(37, 41), (5, 7), (1, 1)])
+def test_blur_cascade_on_the_cpu_equals_dilated_3x3_convolutions(size):
+    """The CPU path (OpenCV) against the cascade computed with torch's dilated convolution, radii
+    1…16, including images smaller than the widest kernel (the border is replicated)."""
+    from utils.postprocess.color_fix import _blur_cascade
+
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
+    k1 = torch.tensor([1.0, 2.0, 1.0]) / 4
+    kernel = torch.outer(k1, k1).expand(3, 1, 3, 3)
+    expected = x
+    for radius in (1, 2, 4, 8, 16):
+        expected = F.conv2d(F.pad(expected, (radius,) * 4, mode="replicate"), kernel, groups=3, dilation=radius)
+    torch.testing.assert_close(_blur_cascade(x, 5), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(_blur_cascade(x.double(), 5), expected.double(), atol=1e-6, rtol=0)
+
+
 def test_wavelet_fix_is_result_high_plus_reference_low():
     res, ref = _image(8), _image(9)
     high, _ = wavelet_decompose(res)

