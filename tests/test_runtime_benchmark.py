@@ -18,8 +18,10 @@ def test_rows_are_what_can_run_here_float32_references_first(monkeypatch):
 
 def test_the_runtimes_section_replaces_only_itself(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\nintro\n\n## Runtimes and precisions\n\nold table\n\n## Tiling\n\nkept\n")
+    other = "## Runtimes and precisions on another CPU\n\nits table\n\n"  # same start, another section
+    doc.write_text("# Benchmarks\n\nintro\n\n" + other + "## Runtimes and precisions\n\nold table\n\n## Tiling\n\nkept\n")
     runtime_benchmark.replace_section(doc, "## Runtimes and precisions\n\nnew table\n")
-    assert doc.read_text() == "# Benchmarks\n\nintro\n\n## Runtimes and precisions\n\nnew table\n\n## Tiling\n\nkept\n"
+    assert doc.read_text() == ("# Benchmarks\n\nintro\n\n" + other +
+                               "## Runtimes and precisions\n\nnew table\n\n## Tiling\n\nkept\n")
     runtime_benchmark.replace_section(tmp_path / "new.md", "## Runtimes and precisions\n\nt\n")
     assert (tmp_path / "new.md").read_text().strip() == "## Runtimes and precisions\n\nt"

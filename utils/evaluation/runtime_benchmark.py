@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -139,10 +140,11 @@ def replace_section(doc: Path, section: str) -> None:
     """Put ``section`` (starting with its "## " heading) into ``doc``, replacing the one of that heading."""
     heading = section.splitlines()[0]
     text = doc.read_text() if doc.is_file() else ""
-    if heading in text:
-        start = text.index(heading)
-        following = text.find("\n## ", start + len(heading))
-        text = text[:start] + section.rstrip() + "\n" + (text[following:] if following >= 0 else "")
+    # The whole line: a longer heading that starts the same (another machine's table) is another section.
+    found = re.search(rf"^{re.escape(heading)}$", text, re.MULTILINE)
+    if found:
+        following = text.find("\n## ", found.end())
+        text = text[:found.start()] + section.rstrip() + "\n" + (text[following:] if following >= 0 else "")
     else:
         text = text.rstrip() + "\n\n" + section
     doc.write_text(text)
