@@ -14,6 +14,8 @@ Speed, at the end, two threads (a child process, not pinned): one 128² input, n
 packaged files), OpenVINO float32, bfloat16 where the CPU plugin lists BF16, and each int8 IR; the
 runtimes take turns within each repeat; median seconds and the ratio to ncnn.
 
+Needs NNCF, which the product does not (int8 is not offered): ``.venv/bin/pip install nncf==3.4.0``.
+
     .venv/bin/python -m scripts.measure_int8                       # every configuration, then speed
     .venv/bin/python -m scripts.measure_int8 --only mixed trunk --no-speed
     .venv/bin/python -m scripts.measure_int8 --speed               # speed of the IRs already saved
