@@ -73,6 +73,10 @@ def test_blur_cascade_on_the_cpu_equals_dilated_3x3_convolutions(size):
         expected = F.conv2d(F.pad(expected, (radius,) * 4, mode="replicate"), kernel, groups=3, dilation=radius)
     torch.testing.assert_close(_blur_cascade(x, 5), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(_blur_cascade(x.double(), 5), expected.double(), atol=1e-6, rtol=0)
+    # With gradients wanted it takes torch's path, which autograd can follow.
+    leaf = x.clone().requires_grad_(True)
+    _blur_cascade(leaf, 5).sum().backward()
+    assert leaf.grad is not None and leaf.grad.shape == x.shape
 
 
 def test_wavelet_fix_is_result_high_plus_reference_low():

@@ -93,15 +93,16 @@ def _blur_cascade(x: torch.Tensor, levels: int) -> torch.Tensor:
     """``levels`` cascaded binomial blurs of radius 1, 2, 4, … (b×C×H×W, same shape and dtype).
 
     On the CPU OpenCV's separable filter does it (channels-last, replicate border): 5× faster than the
-    shifted slices at a 1024² ×4 output, which the colour fix of every run pays; elsewhere the slices.
+    shifted slices at a 1024² ×4 output, which the colour fix of every run pays; elsewhere, and where
+    gradients must flow, the slices.
     """
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.requires_grad:
         for i in range(levels):
             x = _binomial_blur(x, 2 ** i)
         return x
     dtype = np.float32 if x.dtype == torch.float32 else np.float64
     images = []
-    for img in x.detach():
+    for img in x:
         a = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
         for i in range(levels):
             k = _dilated_binomial(2 ** i, dtype)

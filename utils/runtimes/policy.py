@@ -17,8 +17,9 @@ Measured on two 2-core AMD EPYCs (docs/benchmarks.md, "Runtimes"), one with AVX5
   oneDNN's channels-last ones in torch: VAE 1.2-1.8×, noise predictor 1.5×; only the UNet wins, 0.64×).
   So OpenVINO where the plugin lists BF16 or WINOGRAD (which it lists exactly when the CPU has AVX-512),
   torch float32 elsewhere; torch on CUDA/MPS.
-- Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×;
-  so OpenVINO where the CPU has BF16, ncnn elsewhere; torch on CUDA/MPS.
+- Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×
+  (AVX2 only: OpenVINO float32 1.13× with 2 threads, 1.47× with 1); so OpenVINO where the CPU has BF16,
+  ncnn elsewhere; torch on CUDA/MPS.
 - SPAN, realesr-animevideov3, waifu2x (torch versions of their ncnn weights, utils/backends/torch_nets.py):
   as x4plus, OpenVINO where the CPU has BF16 (SPAN ×4's forward 0.39× ncnn, OpenVINO float32 0.67×;
   54-58 dB from ncnn), else their first listed runtime, ncnn.
