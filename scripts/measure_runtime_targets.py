@@ -4,8 +4,8 @@
   one direct ncnn forward of the same image (net loaded once, this process), and the auto output's PSNR
   against the CLI's ``--runtime ncnn`` output (same settings otherwise).
 - InvSR, 128² input, with the weights given (SD-Turbo's full architecture with random weights,
-  ``utils.training.tiny_sd.build_random_sd_turbo``): "N s per image" of ``--runtime auto`` against
-  ``--runtime torch --precision float32``. The first auto run converts the models (once) unless cached.
+  ``utils.training.tiny_sd.build_random_sd_turbo``): "N s per image" of ``--runtime auto`` and of
+  ``--runtime openvino --precision float32`` against ``--runtime torch --precision float32``. The first auto run converts the models (once) unless cached.
 
     PYTHONPATH=. .venv/bin/python scripts/measure_runtime_targets.py --repeats 3 \
         --sd_path /tmp/sd-turbo-random --started_ckpt_path /tmp/noise_predictor_random.pth
@@ -95,15 +95,21 @@ def measure_against_ncnn(title: str, backend: str, net, src256: Path, tmp: Path,
 
 def measure_invsr(src128: Path, tmp: Path, repeats: int, sd_path: str, ckpt: str) -> None:
     weights = ["--backend", "invsr", "--sd_path", sd_path, "--started_ckpt_path", ckpt]
-    variants = {"auto": ["--runtime", "auto"], "torch float32": ["--runtime", "torch", "--precision", "float32"]}
-    cli_seconds(src128, tmp / "warm.png", *weights, *variants["auto"])  # conversions, if any, stay out
+    # OpenVINO float32 as well: what auto would take on a CPU with AVX-512 but no BF16.
+    variants = {"auto": ["--runtime", "auto"], "torch float32": ["--runtime", "torch", "--precision", "float32"],
+                "openvino float32": ["--runtime", "openvino", "--precision", "float32"]}
+    for extra in (variants["auto"], variants["openvino float32"]):  # conversions, if any, stay out
+        cli_seconds(src128, tmp / "warm.png", *weights, *extra)
     invsr = {name: [] for name in variants}
     for _ in range(repeats):
         for name, extra in variants.items():
             invsr[name].append(cli_seconds(src128, tmp / f"invsr_{name.split()[0]}.png", *weights, *extra))
-    a, t = statistics.median(invsr["auto"]), statistics.median(invsr["torch float32"])
-    print(f"InvSR 128² (SD-Turbo architecture): CLI --runtime auto {a:.2f} s per image (runs {invsr['auto']}), "
-          f"torch float32 {t:.2f} s (runs {invsr['torch float32']}): {a / t:.2f}×", flush=True)
+    t = statistics.median(invsr["torch float32"])
+    for name in ("auto", "openvino float32"):
+        a = statistics.median(invsr[name])
+        print(f"InvSR 128² (SD-Turbo architecture): CLI {' '.join(variants[name])} {a:.2f} s per image "
+              f"(runs {invsr[name]}), "
+              f"torch float32 {t:.2f} s (runs {invsr['torch float32']}): {a / t:.2f}×", flush=True)
 
 
 if __name__ == "__main__":
