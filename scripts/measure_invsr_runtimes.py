@@ -5,7 +5,8 @@ the weights given, normally SD-Turbo's full architecture with random weights
 (``utils.training.tiny_sd.build_random_sd_turbo``; the cost of a forward pass does not depend on the
 weight values). Every stage runs on the same inputs in every variant, the variants interleaved so that
 each ratio sees the same background load; the best of the repeats counts. This is what
-``utils.runtimes.policy`` rests its per-stage choice on.
+``utils.runtimes.policy``'s choice for InvSR rests on. Measure on a quiet machine: under contention
+OpenVINO's threads lose more than torch's (docs/benchmarks.md).
 
     .venv/bin/python scripts/measure_invsr_runtimes.py --sd_path /tmp/sdr --started_ckpt_path /tmp/np.pth
 """

@@ -11,12 +11,10 @@ machine's kind of processor, and the fastest precision that processor computes n
 - ncnn: float32.
 
 Measured on two 2-core AMD EPYCs (docs/benchmarks.md, "Runtimes"), one with AVX512-BF16 (OpenVINO lists
-``BF16, WINOGRAD``), one with AVX2 only (it lists neither):
-- InvSR: with AVX-512, OpenVINO bf16 0.29-0.41× torch float32 per stage and OpenVINO float32 0.63-0.80×;
-  with AVX2 only, OpenVINO float32 is 1.27× torch float32 over the four stages (its convolutions lose to
-  oneDNN's channels-last ones in torch: VAE 1.2-1.8×, noise predictor 1.5×; only the UNet wins, 0.64×).
-  So OpenVINO where the plugin lists BF16 or WINOGRAD (which it lists exactly when the CPU has AVX-512),
-  torch float32 elsewhere; torch on CUDA/MPS.
+``BF16``), one with AVX2 only (it lists ``FP32, INT8, BIN, EXPORT_IMPORT``):
+- InvSR: OpenVINO bf16 0.29-0.41× torch float32 per stage; OpenVINO float32 0.63-0.80× with AVX-512 and,
+  quiet, 0.75-1.04× with AVX2 only (0.85× over the four stages); so OpenVINO on every CPU; torch on
+  CUDA/MPS.
 - Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×
   (AVX2 only: OpenVINO float32 1.13× with 2 threads, 1.47× with 1); so OpenVINO where the CPU has BF16,
   ncnn elsewhere; torch on CUDA/MPS.
@@ -38,12 +36,10 @@ from utils.config import PRECISIONS, RUNTIMES
 # precisions, a device may allow fewer); callers pass it in. The first runtime listed is the backend's
 # CPU default where OpenVINO does not win.
 Runtimes = Mapping[str, tuple[str, ...]]
-# Backends that OpenVINO runs faster than every other CPU runtime in float32 too, with its AVX-512
-# kernels (InvSR: 0.63-0.80× torch float32); with AVX2 only it loses (1.27×). The others take OpenVINO on
-# a CPU only where it computes bfloat16.
-OPENVINO_FLOAT32_WITH_AVX512 = frozenset({"invsr"})
-# The capability the CPU plugin lists exactly when the CPU has AVX-512 (its Winograd convolutions need it).
-AVX512_CAPABILITY = "WINOGRAD"
+# Backends that OpenVINO runs faster than every other CPU runtime even in float32 (InvSR: 0.63-0.80×
+# torch float32 with AVX-512, 0.85× with AVX2 only). The others take OpenVINO on a CPU only where it
+# computes bfloat16.
+OPENVINO_EVEN_IN_FLOAT32 = frozenset({"invsr"})
 # Precisions of the OpenVINO CPU plugin, by the capability that makes them native.
 OV_PRECISION_CAPABILITY = {"bfloat16": "BF16", "float16": "FP16"}
 # Which precisions torch runs well on each device kind (float16 has no fast CPU kernels, bf16 on MPS
@@ -90,10 +86,9 @@ def auto_runtime(backend: str, supported: Runtimes, machine: Machine) -> str:
         return "torch"
     if "openvino" in supported:
         caps = machine.ov_capabilities()
-        float32_wins = backend in OPENVINO_FLOAT32_WITH_AVX512 and AVX512_CAPABILITY in caps
-        if "BF16" in caps or float32_wins:
+        if caps and (backend in OPENVINO_EVEN_IN_FLOAT32 or "BF16" in caps):
             return "openvino"
-        if backend in OPENVINO_FLOAT32_WITH_AVX512:
+        if backend in OPENVINO_EVEN_IN_FLOAT32:
             return "torch"
     return next(iter(supported))
 

@@ -1,9 +1,8 @@
 """InvSR's runtime and dtype policy: the config's ``runtime``/``precision`` resolved for this machine.
 
-``auto``: OpenVINO on CPUs with AVX-512 (bfloat16 where its plugin lists BF16: 0.29-0.41× torch
-float32's time per stage on an AVX512-BF16 EPYC; float32 with AVX-512 alone: 0.63-0.80×), torch float32
-on CPUs with AVX2 only (OpenVINO float32 was 1.27× there), torch float16 on CUDA (the reference), torch
-float32 on MPS (utils/runtimes/policy.py).
+``auto``: OpenVINO on every CPU (bfloat16 where its plugin lists BF16: 0.29-0.41× torch float32's time
+per stage on an AVX512-BF16 EPYC; float32 elsewhere: 0.63-0.80× with AVX-512, 0.85× with AVX2 only),
+torch float16 on CUDA (the reference), torch float32 on MPS (utils/runtimes/policy.py).
 """
 from __future__ import annotations
 
