@@ -13,8 +13,8 @@ machine's kind of processor, and the fastest precision that processor computes n
 Measured on two 2-core AMD EPYCs (docs/benchmarks.md, "Runtimes"), one with AVX512-BF16 (OpenVINO lists
 ``BF16``), one with AVX2 only (it lists ``FP32, INT8, BIN, EXPORT_IMPORT``):
 - InvSR: OpenVINO bf16 0.29-0.41× torch float32 per stage; OpenVINO float32 0.63-0.80× with AVX-512 and,
-  quiet, 0.75-1.04× with AVX2 only (0.85× over the four stages); so OpenVINO on every CPU; torch on
-  CUDA/MPS.
+  0.75-1.04× with AVX2 only (0.85× over the four stages in one process; through the CLI level with
+  torch, 1.01×, and lighter: no torch modules kept); so OpenVINO on every CPU; torch on CUDA/MPS.
 - Real-ESRGAN x4plus: OpenVINO bf16 0.58× ncnn, but OpenVINO float32 1.18× and torch float32 1.41×
   (AVX2 only: OpenVINO float32 1.13× with 2 threads, 1.47× with 1); so OpenVINO where the CPU has BF16,
   ncnn elsewhere; torch on CUDA/MPS.
