@@ -37,7 +37,7 @@ from utils.config import PRECISIONS, RUNTIMES
 # CPU default where OpenVINO does not win.
 Runtimes = Mapping[str, tuple[str, ...]]
 # Backends that OpenVINO runs faster than every other CPU runtime even in float32 (InvSR: 0.63-0.80×
-# torch float32 with AVX-512, 0.85× with AVX2 only). The others take OpenVINO on a CPU only where it
+# torch float32 with AVX-512, level with it with AVX2 only). The others take OpenVINO on a CPU only where it
 # computes bfloat16.
 OPENVINO_EVEN_IN_FLOAT32 = frozenset({"invsr"})
 # Precisions of the OpenVINO CPU plugin, by the capability that makes them native.

@@ -1,7 +1,7 @@
 """InvSR's runtime and dtype policy: the config's ``runtime``/``precision`` resolved for this machine.
 
 ``auto``: OpenVINO on every CPU (bfloat16 where its plugin lists BF16: 0.29-0.41× torch float32's time
-per stage on an AVX512-BF16 EPYC; float32 elsewhere: 0.63-0.80× with AVX-512, 0.85× with AVX2 only),
+per stage on an AVX512-BF16 EPYC; float32 elsewhere: 0.63-0.80× with AVX-512, level with torch with AVX2 only),
 torch float16 on CUDA (the reference), torch float32 on MPS (utils/runtimes/policy.py).
 """
 from __future__ import annotations
