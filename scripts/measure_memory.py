@@ -156,9 +156,9 @@ def fit(results: list[dict]) -> tuple[float, float, float]:
 
 def peak_slope(name: str, sizes: list[tuple[int, int, int]], overrides: dict) -> float:
     """Bytes per output pixel between two sizes at one tile size: the fixed and per-tile costs cancel."""
-    from utils.config import TILE_SIZE_KEY
+    from utils.settings import SPECS
 
-    (a, b) = [probe_in_subprocess(name, h, w, {**overrides, TILE_SIZE_KEY[name]: tile}) for h, w, tile in sizes]
+    (a, b) = [probe_in_subprocess(name, h, w, {**overrides, SPECS[name].tile_key: tile}) for h, w, tile in sizes]
     return (b["peak_bytes"] - a["peak_bytes"]) / (b["output_pixels"] - a["output_pixels"])
 
 
@@ -193,7 +193,7 @@ def main() -> None:
     if args.postprocess:
         postprocess_table()
         return
-    from utils.config import TILE_SIZE_KEY
+    from utils.settings import SPECS
 
     print("| backend | input | tile | output MP | tile MP | backend phase MB | after it MB | peak B/px | guard MB |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -204,7 +204,7 @@ def main() -> None:
         results = []
         for h, w, tile in sizes:
             # The resident set's peak varies by ~10 % from run to run (allocator reuse): the largest counts.
-            r = max((probe_in_subprocess(name, h, w, {**overrides, TILE_SIZE_KEY[name]: tile, **extra})
+            r = max((probe_in_subprocess(name, h, w, {**overrides, SPECS[name].tile_key: tile, **extra})
                      for _ in range(args.repeats)), key=lambda r: r["peak_bytes"])
             results.append(r)
             print(f"| {name} | {w}×{h} | {tile} | {r['output_pixels'] / 1e6:.2f} | {r['tile_pixels'] / 1e6:.2f} | "

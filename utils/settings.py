@@ -124,22 +124,22 @@ SPECS: Mapping[str, BackendSpec] = MappingProxyType({spec.name: spec for spec in
     # x4plus: tiles of up to 532 px at the default 448 (~4.5 GB peak with ncnn). RRDBNet's influence fades
     # within 40 px: 64-px tiles stay ≥ 45 dB from the whole image on textured images (docs/benchmarks.md).
     _spec("realesrgan", (4,), FUSION | TILING, CONVERTED_NCNN, 448,
-          MemoryCost(733 * MB, 339), context_margin=40),
-    _spec("span", (2, 4), FUSION | TILING, CONVERTED_NCNN, 512, MemoryCost(173 * MB, 273), context_margin=22),
+          MemoryCost(61 * MB, 910), context_margin=40),
+    _spec("span", (2, 4), FUSION | TILING, CONVERTED_NCNN, 512, MemoryCost(73 * MB, 280), context_margin=22),
     # 18 stacked 3×3 convolutions plus a nearest-upsampled skip: exact beyond 18 px.
-    _spec("realesrgan-anime", (4,), FUSION | TILING, CONVERTED_NCNN, 512, MemoryCost(168 * MB, 212),
+    _spec("realesrgan-anime", (4,), FUSION | TILING, CONVERTED_NCNN, 512, MemoryCost(72 * MB, 208),
           context_margin=20),
     # ×4 runs its second ×2 pass on a 2× tile: ~2 GB peak at 256, ~7.6 GB at 512.
-    _spec("waifu2x", (2, 4), FUSION | TILING | {"denoise"}, CONVERTED_NCNN, 256, MemoryCost(230 * MB, 1737),
+    _spec("waifu2x", (2, 4), FUSION | TILING | {"denoise"}, CONVERTED_NCNN, 256, MemoryCost(96 * MB, 1637),
           context_margin=12),
-    _spec("bicubic", (4,), TILING, {"torch": ("float32",)}, 1024, MemoryCost(132 * MB, 33), context_margin=2),
+    _spec("bicubic", (4,), TILING, {"torch": ("float32",)}, 1024, MemoryCost(0, 76), context_margin=2),
     # A user's model file: its scale, context margin and tile alignment (size_multiple) are the file's,
     # in the spec :func:`spec_for` makes; these are the ones it can have. 448-px tiles: with ESRGAN's
     # 40-px margin at most 1.4× the pixels of one forward. Memory: not measured per file; x4plus's
     # (ESRGAN, the commonest architecture of community models).
     # OpenVINO where the file converts (torch otherwise, said once); torch first: the default without BF16.
     _spec("custom", (1, 2, 3, 4, 8), FUSION | TILING | {"model"},
-          {"torch": TORCH_PRECISIONS, "openvino": OPENVINO_PRECISIONS}, 448, MemoryCost(733 * MB, 339), context_margin=64, model_file_key="custom.model_path"),
+          {"torch": TORCH_PRECISIONS, "openvino": OPENVINO_PRECISIONS}, 448, MemoryCost(61 * MB, 910), context_margin=64, model_file_key="custom.model_path"),
 )})
 # Backend -> its spec for a model file (ValueError saying why the file cannot be used), registered by the
 # backend's module (utils.backends.custom), which reads files: a layer above this one.

@@ -5,10 +5,11 @@ from utils.settings import MB, RunSettings
 from utils.tiling.chopping import FEATHER, context_grid
 
 # Measured by scripts/measure_memory.py on a 2-core CPU in float32 (docs/benchmarks.md, "Memory per
-# image"). Every backend's output pixels cost the same work (float64 blending accumulators, the result,
-# the default wavelet colour fix, PNG encoding); the per-backend fits give 68–91 bytes per pixel, so all
-# take the largest. What a backend needs beyond that is its spec's ``memory`` (utils/settings.py).
-OUTPUT_BYTES_PER_PIXEL = 91
+# image"; refitted 2026-12-07 after the colour fix moved to OpenCV). Every backend's output pixels cost
+# the same work (float64 blending accumulators, the result, the default wavelet colour fix, PNG
+# encoding); the per-backend fits give 66–82 bytes per pixel, so all take the largest. What a backend
+# needs beyond that is its spec's ``memory`` (utils/settings.py).
+OUTPUT_BYTES_PER_PIXEL = 82
 # Bytes per output pixel that post-processing heavier than the default wavelet colour fix adds
 # (measured with SPAN); lighter settings are not credited, so the guard errs on the safe side.
 COLOR_FIX_EXTRA = {"ycbcr": 59, "histogram": 97, "hybrid": 128}
