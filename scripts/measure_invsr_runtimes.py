@@ -27,8 +27,7 @@ from utils.backends.invsr.openvino_models import load_openvino_models  # noqa: E
 from utils.backends.invsr.sampling import POSITIVE_PROMPT, upsample_lr  # noqa: E402
 from utils.backends.invsr.weights import InvSRWeights  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.devices import set_threads  # noqa: E402
-from utils.evaluation.runtime_benchmark import cpu_model  # noqa: E402
+from utils.devices import cpu_model, set_threads  # noqa: E402
 from utils.runtimes import ov_core  # noqa: E402
 from utils.runtimes.policy import OV_PRECISION_CAPABILITY  # noqa: E402
 

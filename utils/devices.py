@@ -3,6 +3,7 @@ and the process-wide thread count. Which precision a model runs in is decided in
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +50,19 @@ def cpu_has_fast_bf16(cpuinfo: Path = CPUINFO) -> bool:
         if key.strip() == "flags":
             flags.update(value.split())
     return not FAST_BF16_FLAGS.isdisjoint(flags)
+
+
+@lru_cache(maxsize=None)
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform reports: speed figures and
+    the studio's timings are tied to it."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_threads() -> int:

@@ -16,6 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from utils.checksums import weights_sha256
+from utils.config import runtime_setting
+from utils.runtimes.policy import Choice, RuntimeRefused, choose
 from utils.settings import SPECS, BackendSpec, RunSettings
 from utils.tiling.chopping import (FEATHER, ProgressFn, blend_patches, context_grid, context_window, multiply_windows,
                                    pad_to_multiple)
@@ -32,6 +34,16 @@ class Availability:
 
 class BackendUnavailable(RuntimeError):
     """Raised when a backend is asked to run but cannot (missing weights, missing package)."""
+
+
+def backend_choice(backend: str, cfg: DictConfig, runtime: Optional[str] = None) -> Choice:
+    """How ``backend`` runs for the config's ``runtime``/``precision`` (``runtime`` instead of the
+    config's when given), ``auto`` resolved for this machine; BackendUnavailable for what cannot run here."""
+    configured, precision = runtime_setting(cfg)
+    try:
+        return choose(backend, SPECS[backend].runtimes, runtime or configured, precision)
+    except RuntimeRefused as exc:
+        raise BackendUnavailable(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from typing import Optional
 
 import torch
 
-from utils.backends.base import Availability, BackendUnavailable, TiledBackend
+from utils.backends.base import Availability, BackendUnavailable, TiledBackend, backend_choice
 from utils.backends.custom_model import CustomModel, ModelFileError, check_model_path, load_custom_model
 from utils.backends.runtime_net import TRACE_SIZE, Net, compile_openvino, openvino_conversion
 from utils.config import runtime_setting
 from utils.runtimes import ir_cache
-from utils.runtimes.policy import Choice, RuntimeRefused, choose
+from utils.runtimes.policy import Choice
 from utils.settings import FILE_SPECS, SPECS, BackendSpec
 
 
@@ -47,15 +47,6 @@ def custom_model(cfg) -> CustomModel:
     try:
         return load_custom_model(model_path(cfg))
     except ModelFileError as exc:
-        raise BackendUnavailable(str(exc)) from None
-
-
-def runtime_choice(cfg, runtime: Optional[str] = None) -> Choice:
-    """The policy's choice for the config (``runtime`` instead of the config's when given)."""
-    configured, precision = runtime_setting(cfg)
-    try:
-        return choose("custom", SPECS["custom"].runtimes, runtime or configured, precision)
-    except RuntimeRefused as exc:
         raise BackendUnavailable(str(exc)) from None
 
 
@@ -92,7 +83,7 @@ class CustomBackend(TiledBackend):
         self.model = custom_model(cfg)
         self.scale = self.model.scale
         self.scales = (self.model.scale,)
-        self.choice = supported_choice(self.model, cfg, runtime_choice(cfg))
+        self.choice = supported_choice(self.model, cfg, backend_choice("custom", cfg))
         self.ov_net = self._openvino_net(cfg) if self.choice.runtime == "openvino" else None
         if self.ov_net is None:
             self.dtype = getattr(torch, self.choice.precision)
@@ -110,7 +101,7 @@ class CustomBackend(TiledBackend):
         except Exception as exc:  # noqa: BLE001
             ir_cache.announce(f"{self.model.path.name}: OpenVINO could not convert {self.model.architecture} "
                               f"({failure_reason(exc)}); running on torch")
-            self.choice = supported_choice(self.model, cfg, runtime_choice(cfg, "torch"))
+            self.choice = supported_choice(self.model, cfg, backend_choice("custom", cfg, "torch"))
             return None
 
     @classmethod
@@ -125,7 +116,7 @@ class CustomBackend(TiledBackend):
     def model_key(cls, cfg):
         path = model_path(cfg).resolve()
         stat = path.stat()  # a file replaced under the same name is loaded again
-        return str(path), stat.st_mtime_ns, stat.st_size, runtime_choice(cfg)
+        return str(path), stat.st_mtime_ns, stat.st_size, backend_choice("custom", cfg)
 
     @property
     def device(self) -> str:

@@ -14,14 +14,13 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
+from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend, backend_choice
 from utils.backends.ncnn_net import WEIGHT_PACKAGES, NcnnNet, load_net, ncnn_availability, package_models_dir
 from utils.backends.runtime_net import Net, load_runtime_net
 from utils.backends.torch_nets import packaged_torch_net
-from utils.config import WAIFU2X_DENOISE_LEVELS, runtime_setting
+from utils.config import WAIFU2X_DENOISE_LEVELS
 from utils.devices import thread_count
-from utils.runtimes.policy import Choice, RuntimeRefused, choose
-from utils.settings import SPECS
+from utils.runtimes.policy import Choice
 
 
 class PackagedNcnnBackend(TiledBackend):
@@ -55,10 +54,7 @@ class PackagedNcnnBackend(TiledBackend):
     @classmethod
     def runtime_choice(cls, cfg) -> Choice:
         """The config's ``runtime``/``precision``, ``auto`` resolved for this machine."""
-        try:
-            return choose(cls.name, SPECS[cls.name].runtimes, *runtime_setting(cfg))
-        except RuntimeRefused as exc:
-            raise BackendUnavailable(str(exc)) from None
+        return backend_choice(cls.name, cfg)
 
     @classmethod
     def availability(cls, cfg) -> Availability:

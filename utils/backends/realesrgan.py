@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from utils import devices
-from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend
+from utils.backends.base import Availability, BackendUnavailable, ModelCard, TiledBackend, backend_choice
 from utils.backends.ncnn_net import load_net, ncnn_availability
 from utils.backends.rrdbnet import load_rrdbnet, packaged_model_files
 from utils.backends.runtime_net import load_runtime_net
 from utils.config import runtime_setting
-from utils.runtimes.policy import Choice, RuntimeRefused, choose
-from utils.settings import SPECS
+from utils.runtimes.policy import Choice
 
 # The packaged x4plus's trunk output (conv_first + conv_body, before the first ×2 upsampling). ncnn
 # holds ~3 GB of ×4-resolution buffers per 256² tile when it runs the net whole; the tail after this
@@ -40,16 +39,13 @@ def model_files(cfg) -> tuple[Path, Path]:
 def runtime_choice(cfg) -> Choice:
     """The runtime and precision of the config's ``runtime``/``precision``, ``auto`` resolved for this
     machine; custom model files run on ncnn only. Raises BackendUnavailable for what cannot run here."""
-    runtime, precision = runtime_setting(cfg)
+    runtime = runtime_setting(cfg)[0]
     if cfg.realesrgan.param_file and cfg.realesrgan.model_file:
         if runtime not in ("auto", "ncnn"):
             raise BackendUnavailable(f"runtime {runtime} converts only the packaged x4plus model; "
                                      "use runtime ncnn (or auto) for custom param/model files")
         runtime = "ncnn"
-    try:
-        return choose("realesrgan", SPECS["realesrgan"].runtimes, runtime, precision)
-    except RuntimeRefused as exc:
-        raise BackendUnavailable(str(exc)) from exc
+    return backend_choice("realesrgan", cfg, runtime)
 
 
 class RealESRGANBackend(TiledBackend):

@@ -4,7 +4,6 @@ float32 reference, memory, and each runtime's start-up as a new process."""
 from __future__ import annotations
 
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from PIL import Image
 
 from utils.backends import load_backend
 from utils.config import PROJECT_ROOT, load_config, with_overrides
+from utils.devices import cpu_model
 from utils.evaluation.benchmark import fmt_row, measure, source_image
 from utils.evaluation.metrics import PeakRSS
 from utils.evaluation.runner import BASE_OVERRIDES
@@ -30,16 +30,6 @@ from utils.settings import SPECS
 
 REFERENCE_RUNTIMES = ("ncnn", "torch")  # float32 rows the others are compared with
 STARTUP_SIZE = 32  # one tile: process start, imports, model read from the cache, one forward, write
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def variants(backend: str) -> list[tuple[str, str]]:

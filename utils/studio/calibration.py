@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from utils.devices import cpu_model
 from utils.settings import RunSettings
 
 log = logging.getLogger("sr-studio")
@@ -27,16 +27,8 @@ def cache_file() -> Path:
     return Path(root) / "sr-studio" / "throughput.json"
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
-
-
 def _key(backend: str, scale: int, engine: dict) -> str:
-    return f"{backend} x{scale} {engine.get('runtime')} {engine.get('precision')} {engine.get('device')} {_cpu()}"
+    return f"{backend} x{scale} {engine.get('runtime')} {engine.get('precision')} {engine.get('device')} {cpu_model()}"
 
 
 def _read() -> dict:
@@ -61,7 +53,7 @@ def measured(backend: str, scale: int) -> Optional[float]:
     """Seconds per megapixel of tile area last measured here for ``backend`` at ``scale`` (on this CPU,
     in the runtime it was last loaded with), or None."""
     found = [entry for entry in _read().values() if isinstance(entry, dict) and entry.get("backend") == backend
-             and entry.get("scale") == scale and entry.get("cpu") == _cpu()]
+             and entry.get("scale") == scale and entry.get("cpu") == cpu_model()]
     latest = max(found, key=lambda e: e.get("when", 0), default=None)
     return None if latest is None else float(latest["seconds_per_megapixel"])
 
@@ -87,7 +79,7 @@ def calibrate(model, run: RunSettings) -> Optional[float]:
         log.exception("could not time %s for the estimates", run.backend)
         return None
     rate = seconds / (SIDE * SIDE / 1e6)
-    cached[key] = {"backend": name, "scale": scale, **engine, "cpu": _cpu(), "seconds_per_megapixel": rate,
+    cached[key] = {"backend": name, "scale": scale, **engine, "cpu": cpu_model(), "seconds_per_megapixel": rate,
                    "when": time.time()}
     try:
         cache_file().parent.mkdir(parents=True, exist_ok=True)
